@@ -1,0 +1,3 @@
+export const ALLOCATION_STATES = ['pending', 'active', 'ended', 'failed', 'expired'] as const;
+export type AllocationState = (typeof ALLOCATION_STATES)[number];
+export const OPEN_ALLOCATION_STATES: readonly AllocationState[] = ['pending', 'active'];

@@ -1,0 +1,33 @@
+import { join } from 'node:path';
+import { DataSourceOptions } from 'typeorm';
+import { SnakeNamingStrategy } from './snake-naming.strategy';
+import { Allocation } from '../allocations/allocation.entity';
+import { CachedFile } from '../files/cached-file.entity';
+import { StateChange } from '../history/state-change.entity';
+import { Instance } from '../instances/instance.entity';
+import { Port } from '../instances/port.entity';
+import { LeaderLease } from '../health/leader-lease.entity';
+
+export const ENTITIES = [Instance, Port, Allocation, CachedFile, StateChange, LeaderLease];
+
+/** One definition shared by the application and the migration CLI; the schema changes only through migrations. */
+export function dataSourceOptions(databaseUrl: string): DataSourceOptions {
+  return {
+    type: 'postgres',
+    url: databaseUrl,
+    entities: ENTITIES,
+    migrations: [join(__dirname, '..', '..', 'migrations', '*.{ts,js}')],
+    migrationsTableName: 'migrations',
+    migrationsTransactionMode: 'each',
+    synchronize: false,
+    namingStrategy: new SnakeNamingStrategy(),
+    extra: {
+      max: Number(process.env.DATABASE_POOL_SIZE ?? 20),
+      connectionTimeoutMillis: 5000,
+      // A statement stuck behind a lock must not hold a request forever.
+      statement_timeout: 30000,
+      idle_in_transaction_session_timeout: 60000,
+      application_name: 'pt-instance-manager',
+    },
+  };
+}

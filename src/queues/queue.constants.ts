@@ -1,0 +1,69 @@
+import { JobOptions } from 'bull';
+
+/** Allocations and releases: what a waiting user feels. */
+export const HIGH_QUEUE = 'high';
+/** Creation, deletion, readiness, restarts and pool top-ups. */
+export const NORMAL_QUEUE = 'normal';
+
+export const HighJob = {
+  Allocate: 'allocate',
+  Deallocate: 'deallocate',
+} as const;
+export type HighJobName = (typeof HighJob)[keyof typeof HighJob];
+
+export const NormalJob = {
+  Create: 'create',
+  Delete: 'delete',
+  WaitReady: 'wait-ready',
+  Restart: 'restart',
+  Replenish: 'replenish',
+} as const;
+export type NormalJobName = (typeof NormalJob)[keyof typeof NormalJob];
+
+/** Every job names the row it moves forward; the row, not the job, is the truth. */
+export interface AllocateJob {
+  allocationId: number;
+}
+export interface DeallocateJob {
+  instanceId: number;
+}
+export interface InstanceJob {
+  instanceId: number;
+}
+export type ReplenishJob = Record<string, never>;
+
+/**
+ * Deterministic job ids: the same request for the same row is never queued twice while one is
+ * waiting, and a job re-run after a stall finds the row already moved and does nothing.
+ */
+export const jobId = {
+  allocate: (allocationId: number) => `allocate-${allocationId}`,
+  deallocate: (instanceId: number, allocationCount: number) => `deallocate-${instanceId}-${allocationCount}`,
+  create: (instanceId: number) => `create-${instanceId}`,
+  delete: (instanceId: number) => `delete-${instanceId}`,
+  waitReady: (instanceId: number, restartCount: number) => `wait-ready-${instanceId}-${restartCount}`,
+  restart: (instanceId: number, restartCount: number) => `restart-${instanceId}-${restartCount}`,
+  replenish: () => 'replenish',
+};
+
+const BASE: JobOptions = {
+  removeOnComplete: true,
+  removeOnFail: 1000,
+};
+
+export const JOB_OPTIONS = {
+  [HighJob.Allocate]: { ...BASE, priority: 1, attempts: 1 },
+  [HighJob.Deallocate]: { ...BASE, priority: 2, attempts: 3, backoff: { type: 'exponential', delay: 200 } },
+  [NormalJob.Create]: { ...BASE, attempts: 3, backoff: { type: 'exponential', delay: 500 } },
+  [NormalJob.Delete]: { ...BASE, attempts: 5, backoff: { type: 'exponential', delay: 500 } },
+  [NormalJob.WaitReady]: { ...BASE, attempts: 2, backoff: { type: 'fixed', delay: 500 } },
+  [NormalJob.Restart]: { ...BASE, attempts: 1 },
+  [NormalJob.Replenish]: { ...BASE, attempts: 1 },
+} satisfies Record<HighJobName | NormalJobName, JobOptions>;
+
+/** Bull queue settings: stalled jobs are noticed quickly and re-run (every job is safe to run twice). */
+export const QUEUE_SETTINGS = {
+  lockDuration: 30000,
+  stalledInterval: 5000,
+  maxStalledCount: 2,
+};

@@ -1,0 +1,95 @@
+import { InjectQueue } from '@nestjs/bull';
+import { Injectable, Logger } from '@nestjs/common';
+import { Job, JobOptions, Queue } from 'bull';
+import { ServiceUnavailableError } from '../common/errors';
+import {
+  AllocateJob,
+  DeallocateJob,
+  HIGH_QUEUE,
+  HighJob,
+  InstanceJob,
+  JOB_OPTIONS,
+  jobId,
+  NORMAL_QUEUE,
+  NormalJob,
+} from './queue.constants';
+
+const ADD_TIMEOUT_MS = 2000;
+
+/** The one place jobs are enqueued. Fails fast with a clear 503 while Redis is unreachable instead of hanging. */
+@Injectable()
+export class QueueProducer {
+  private readonly logger = new Logger(QueueProducer.name);
+
+  constructor(
+    @InjectQueue(HIGH_QUEUE) readonly high: Queue,
+    @InjectQueue(NORMAL_QUEUE) readonly normal: Queue,
+  ) {}
+
+  allocate(data: AllocateJob): Promise<Job<AllocateJob>> {
+    return this.add(this.high, HighJob.Allocate, data, { ...JOB_OPTIONS.allocate, jobId: jobId.allocate(data.allocationId) });
+  }
+
+  deallocate(data: DeallocateJob, allocationCount: number): Promise<Job<DeallocateJob>> {
+    return this.add(this.high, HighJob.Deallocate, data, {
+      ...JOB_OPTIONS.deallocate,
+      jobId: jobId.deallocate(data.instanceId, allocationCount),
+    });
+  }
+
+  create(data: InstanceJob): Promise<Job<InstanceJob>> {
+    return this.add(this.normal, NormalJob.Create, data, { ...JOB_OPTIONS.create, jobId: jobId.create(data.instanceId) });
+  }
+
+  delete(data: InstanceJob): Promise<Job<InstanceJob>> {
+    return this.add(this.normal, NormalJob.Delete, data, { ...JOB_OPTIONS.delete, jobId: jobId.delete(data.instanceId) });
+  }
+
+  waitReady(data: InstanceJob, restartCount: number): Promise<Job<InstanceJob>> {
+    return this.add(this.normal, NormalJob.WaitReady, data, {
+      ...JOB_OPTIONS['wait-ready'],
+      jobId: jobId.waitReady(data.instanceId, restartCount),
+    });
+  }
+
+  restart(data: InstanceJob, restartCount: number, delayMs = 0): Promise<Job<InstanceJob>> {
+    return this.add(this.normal, NormalJob.Restart, data, {
+      ...JOB_OPTIONS.restart,
+      delay: delayMs,
+      jobId: jobId.restart(data.instanceId, restartCount),
+    });
+  }
+
+  replenish(): Promise<Job<Record<string, never>>> {
+    return this.add(this.normal, NormalJob.Replenish, {}, { ...JOB_OPTIONS.replenish, jobId: jobId.replenish() });
+  }
+
+  /** True when both queues' Redis connections are usable right now. */
+  isConnected(): boolean {
+    return this.high.client.status === 'ready' && this.normal.client.status === 'ready';
+  }
+
+  private async add<T>(queue: Queue, name: string, data: T, options: JobOptions): Promise<Job<T>> {
+    if (queue.client.status !== 'ready') {
+      throw new ServiceUnavailableError(`the job queue (Redis) is unavailable: ${queue.client.status}`);
+    }
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        queue.add(name, data, options) as Promise<Job<T>>,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new ServiceUnavailableError('the job queue (Redis) did not accept the job in time')),
+            ADD_TIMEOUT_MS,
+          );
+        }),
+      ]);
+    } catch (error) {
+      if (error instanceof ServiceUnavailableError) throw error;
+      this.logger.warn(`enqueue ${name} ${options.jobId ?? ''} failed: ${String(error)}`);
+      throw new ServiceUnavailableError('the job queue (Redis) is unavailable');
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
