@@ -65,6 +65,7 @@ export class InitialSchema1763800000000 implements MigrationInterface {
         "id" SERIAL PRIMARY KEY,
         "state" varchar(16) NOT NULL DEFAULT 'pending',
         "state_reason" text NOT NULL DEFAULT 'requested',
+        "failure" varchar(16),
         "instance_id" integer REFERENCES "instance" ("id"),
         "holds_instance_state" varchar(16),
         "file_url" text,
@@ -78,6 +79,8 @@ export class InitialSchema1763800000000 implements MigrationInterface {
         "deleted_at" timestamptz,
         CONSTRAINT "allocation_state_check" CHECK ("state" IN ('pending', 'active', 'ended', 'failed', 'expired')),
         CONSTRAINT "allocation_lease_check" CHECK ("lease_seconds" > 0),
+        CONSTRAINT "allocation_failure_check" CHECK (("state" = 'failed') = ("failure" IS NOT NULL)
+          AND ("failure" IS NULL OR "failure" IN ('capacity', 'engine', 'timeout', 'queue', 'cancelled', 'file'))),
         CONSTRAINT "allocation_active_instance_check" CHECK ("state" <> 'active' OR "instance_id" IS NOT NULL),
         CONSTRAINT "allocation_closed_at_check" CHECK (("state" IN ('pending', 'active')) = ("deleted_at" IS NULL)),
         CONSTRAINT "allocation_holds_check" CHECK (
@@ -128,6 +131,18 @@ export class InitialSchema1763800000000 implements MigrationInterface {
     );
 
     await queryRunner.query(`
+      CREATE TABLE "host_status" (
+        "name" varchar(64) PRIMARY KEY,
+        "reachable" boolean NOT NULL,
+        "memory_total_bytes" bigint NOT NULL DEFAULT 0,
+        "memory_used_percent" real NOT NULL DEFAULT 0,
+        "cpu_count" integer NOT NULL DEFAULT 0,
+        "cpu_used_percent" real NOT NULL DEFAULT 0,
+        "error" text,
+        "sampled_at" timestamptz NOT NULL DEFAULT now()
+      )`);
+
+    await queryRunner.query(`
       CREATE TABLE "leader_lease" (
         "name" varchar(64) PRIMARY KEY,
         "holder" varchar(128) NOT NULL,
@@ -176,6 +191,7 @@ export class InitialSchema1763800000000 implements MigrationInterface {
     await queryRunner.query(`DROP FUNCTION "record_state_change"()`);
     await queryRunner.query(`DROP FUNCTION "touch_state_changed_at"()`);
     await queryRunner.query(`DROP TABLE "leader_lease"`);
+    await queryRunner.query(`DROP TABLE "host_status"`);
     await queryRunner.query(`DROP TABLE "state_change"`);
     await queryRunner.query(`DROP TABLE "cached_file"`);
     await queryRunner.query(`DROP TABLE "allocation"`);

@@ -6,7 +6,8 @@ import { ContainerDriverModule } from './container-driver/container-driver.modul
 import { DatabaseModule } from './database/database.module';
 import { HealthModule } from './health/health.module';
 import { QueuesModule } from './queues/queues.module';
-import { RootController } from './root.controller';
+import { ApiModule } from './api.module';
+import { WorkerModule } from './worker.module';
 
 /**
  * One codebase, two roles: `api` serves HTTP and only writes rows and enqueues jobs; `worker` runs
@@ -25,9 +26,9 @@ export class AppModule {
         QueuesModule,
         ContainerDriverModule,
         HealthModule,
-        ...(runWorker ? [ScheduleModule.forRoot()] : []),
+        ...(serveApi ? [ApiModule] : []),
+        ...(runWorker ? [ScheduleModule.forRoot(), WorkerModule] : []),
       ],
-      controllers: serveApi ? [RootController] : [],
     };
   }
 }

@@ -1,6 +1,6 @@
 import { Column, CreateDateColumn, Entity, JoinColumn, ManyToOne, PrimaryGeneratedColumn } from 'typeorm';
 import { Instance } from '../instances/instance.entity';
-import { AllocationState } from './allocation-state';
+import { AllocationFailure, AllocationState } from './allocation-state';
 
 @Entity({ name: 'allocation' })
 export class Allocation {
@@ -12,6 +12,10 @@ export class Allocation {
 
   @Column({ type: 'text' })
   stateReason!: string;
+
+  /** Why a failed allocation failed: decides the HTTP status (capacity, timeout, queue: 503; engine: 500). */
+  @Column({ type: 'varchar', length: 16, nullable: true })
+  failure!: AllocationFailure | null;
 
   @Column({ type: 'int', nullable: true })
   instanceId!: number | null;

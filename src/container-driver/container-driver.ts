@@ -1,5 +1,6 @@
 /** What the rest of the service knows about containers; only the driver module talks to Docker. */
 
+/** Marks a container as ours; its value names the deployment (INSTANCE_NAME_PREFIX), so deployments sharing an engine leave each other alone. */
 export const OWNER_LABEL = 'pt-instance-manager.owner';
 export const INSTANCE_LABEL = 'pt-instance-manager.instance';
 

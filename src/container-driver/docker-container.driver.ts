@@ -61,10 +61,13 @@ export class DockerContainerDriver extends ContainerDriver implements OnModuleDe
   private readonly cpuSamples = new Map<string, CpuSample>();
   private readonly subscriptions = new Set<EventSubscription>();
   private readonly timeoutMs: number;
+  /** Value of the owner label on this deployment's containers. */
+  private readonly owner: string;
 
   constructor(config: AppConfig) {
     super();
     this.timeoutMs = config.docker.timeoutMs;
+    this.owner = config.instanceNamePrefix;
     for (const host of config.docker.hosts) {
       this.hosts.set(host.name, host);
       this.clients.set(host.name, new Docker(connectionOptions(host, this.timeoutMs)));
@@ -307,7 +310,7 @@ export class DockerContainerDriver extends ContainerDriver implements OnModuleDe
   private async engineUsage(host: string): Promise<HostUsage> {
     const client = this.client(host);
     const info = (await this.call(`info ${host}`, () => client.info())) as { MemTotal: number; NCPU: number };
-    const ours = await this.list(host, { [OWNER_LABEL]: 'true' });
+    const ours = await this.list(host, { [OWNER_LABEL]: this.owner });
     let memory = 0;
     let cpuNanos = 0;
     for (const container of ours.filter((item) => item.running || item.paused)) {
@@ -341,7 +344,7 @@ export class DockerContainerDriver extends ContainerDriver implements OnModuleDe
     // A separate client without the per-request timeout: the stream stays open indefinitely.
     const client = new Docker(connectionOptions(config));
     const stream = (await this.call(`events ${host}`, () =>
-      client.getEvents({ filters: { type: ['container'], label: [`${OWNER_LABEL}=true`] } }),
+      client.getEvents({ filters: { type: ['container'], label: [`${OWNER_LABEL}=${this.owner}`] } }),
     )) as NodeJS.ReadableStream & { destroy?: () => void };
     let buffered = '';
     let closed = false;

@@ -6,9 +6,10 @@ import { CachedFile } from '../files/cached-file.entity';
 import { StateChange } from '../history/state-change.entity';
 import { Instance } from '../instances/instance.entity';
 import { Port } from '../instances/port.entity';
+import { HostStatus } from '../instances/host-status.entity';
 import { LeaderLease } from '../health/leader-lease.entity';
 
-export const ENTITIES = [Instance, Port, Allocation, CachedFile, StateChange, LeaderLease];
+export const ENTITIES = [Instance, Port, HostStatus, Allocation, CachedFile, StateChange, LeaderLease];
 
 /** One definition shared by the application and the migration CLI; the schema changes only through migrations. */
 export function dataSourceOptions(databaseUrl: string): DataSourceOptions {

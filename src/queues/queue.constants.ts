@@ -17,6 +17,7 @@ export const NormalJob = {
   WaitReady: 'wait-ready',
   Restart: 'restart',
   Replenish: 'replenish',
+  Monitor: 'monitor',
 } as const;
 export type NormalJobName = (typeof NormalJob)[keyof typeof NormalJob];
 
@@ -44,6 +45,7 @@ export const jobId = {
   waitReady: (instanceId: number, restartCount: number) => `wait-ready-${instanceId}-${restartCount}`,
   restart: (instanceId: number, restartCount: number) => `restart-${instanceId}-${restartCount}`,
   replenish: () => 'replenish',
+  monitor: () => `monitor-${Date.now()}`,
 };
 
 const BASE: JobOptions = {
@@ -59,11 +61,12 @@ export const JOB_OPTIONS = {
   [NormalJob.WaitReady]: { ...BASE, attempts: 2, backoff: { type: 'fixed', delay: 500 } },
   [NormalJob.Restart]: { ...BASE, attempts: 1 },
   [NormalJob.Replenish]: { ...BASE, attempts: 1 },
+  [NormalJob.Monitor]: { ...BASE, attempts: 1, priority: 1 },
 } satisfies Record<HighJobName | NormalJobName, JobOptions>;
 
 /** Bull queue settings: stalled jobs are noticed quickly and re-run (every job is safe to run twice). */
 export const QUEUE_SETTINGS = {
-  lockDuration: 30000,
+  lockDuration: 10000,
   stalledInterval: 5000,
   maxStalledCount: 2,
 };

@@ -64,9 +64,20 @@ export class QueueProducer {
     return this.add(this.normal, NormalJob.Replenish, {}, { ...JOB_OPTIONS.replenish, jobId: jobId.replenish() });
   }
 
+  monitor(): Promise<Job<Record<string, never>>> {
+    return this.add(this.normal, NormalJob.Monitor, {}, { ...JOB_OPTIONS.monitor, jobId: jobId.monitor() });
+  }
+
   /** True when both queues' Redis connections are usable right now. */
   isConnected(): boolean {
     return this.high.client.status === 'ready' && this.normal.client.status === 'ready';
+  }
+
+  /** Throws a 503 when the queues cannot take jobs, so callers write nothing they could not follow up. */
+  assertConnected(): void {
+    if (!this.isConnected()) {
+      throw new ServiceUnavailableError(`the job queue (Redis) is unavailable: ${this.high.client.status}`);
+    }
   }
 
   private async add<T>(queue: Queue, name: string, data: T, options: JobOptions): Promise<Job<T>> {

@@ -1,0 +1,8 @@
+/** Unit specs next to the code; they need no server. */
+module.exports = {
+  rootDir: '.',
+  testEnvironment: 'node',
+  testRegex: 'src/.*\\.spec\\.ts$',
+  transform: { '^.+\\.ts$': ['ts-jest', { isolatedModules: true }] },
+  moduleFileExtensions: ['ts', 'js', 'json'],
+};

@@ -1,0 +1,131 @@
+import { Injectable, Logger } from '@nestjs/common';
+import { AppConfig } from '../config/app-config';
+import { CapacityError } from '../common/errors';
+import { ContainerDriver } from '../container-driver/container-driver';
+import { CapacityService } from '../instances/capacity.service';
+import { InstanceLifecycleService, targetOf } from '../instances/instance-lifecycle.service';
+import { Instance } from '../instances/instance.entity';
+import { InstanceStore } from '../instances/instance.store';
+import { WorkloadClient } from '../instances/workload-client';
+import { QueueProducer } from '../queues/queue.producer';
+import { AllocationStore } from './allocation.store';
+
+const MAX_INSTANCE_TRIES = 5;
+const message = (error: unknown): string => (error instanceof Error ? error.message : String(error));
+
+/**
+ * The worker side of allocations (high-priority queue): claim an idle instance, unpause it, load the
+ * session's file, check it answers, then activate. An instance failing any step goes to error and
+ * the next one is tried; with none idle, one is created within the limits (cold path).
+ */
+@Injectable()
+export class AllocationWorkerService {
+  private readonly logger = new Logger(AllocationWorkerService.name);
+
+  constructor(
+    private readonly config: AppConfig,
+    private readonly allocations: AllocationStore,
+    private readonly instances: InstanceStore,
+    private readonly lifecycle: InstanceLifecycleService,
+    private readonly capacity: CapacityService,
+    private readonly driver: ContainerDriver,
+    private readonly workload: WorkloadClient,
+    private readonly queues: QueueProducer,
+  ) {}
+
+  async allocate(allocationId: number): Promise<string> {
+    const log = `allocation ${allocationId}`;
+    for (let attempt = 1; attempt <= MAX_INSTANCE_TRIES; attempt += 1) {
+      const claim = await this.allocations.claimIdle(allocationId);
+      if (claim === 'not-pending') return 'not pending';
+      let instance: Instance;
+      let wasPaused: boolean;
+      if (claim === null) {
+        const fresh = await this.createForAllocation(allocationId);
+        if (fresh === null) return 'failed';
+        instance = fresh;
+        wasPaused = false;
+      } else {
+        instance = claim.instance;
+        wasPaused = !instance.hot;
+      }
+      const allocation = claim === null ? await this.allocations.find(allocationId) : claim.allocation;
+      if (!allocation) return 'gone';
+      try {
+        if (wasPaused) {
+          // A re-run after a crash may find the container already unpaused.
+          await this.driver.unpause(instance.host, instance.dockerId ?? '').catch(async (error: unknown) => {
+            const info = await this.driver.inspect(instance.host, instance.dockerId ?? '');
+            if (info.paused || !info.running) throw error;
+          });
+        }
+        const loaded = await this.workload.prepare(targetOf(instance), allocation.fileUrl ?? undefined, this.config.workload.probe.timeoutMs * 2);
+        await this.workload.probe(targetOf(instance));
+        if (await this.allocations.activate(allocationId, instance.id, loaded)) {
+          this.logger.log(`${log}: active on instance ${instance.id}${loaded ? ` with ${loaded}` : ''}`);
+          await this.queues.replenish().catch(() => undefined);
+          return 'active';
+        }
+        // The allocation stopped waiting (timed out or cancelled): give the instance back.
+        this.logger.warn(`${log}: no longer pending, returning instance ${instance.id} to the pool`);
+        await this.returnOrphan(instance.id);
+        return 'abandoned';
+      } catch (error) {
+        this.logger.warn(`${log}: instance ${instance.id} failed to prepare: ${message(error)}`);
+        await this.allocations.dropFailedInstance(allocationId, instance.id, `failed while being prepared: ${message(error)}`);
+        if (allocation.fileUrl && /cannot load|not found|bad path/i.test(message(error))) {
+          await this.allocations.fail(allocationId, 'file', `the app could not load ${allocation.fileUrl}: ${message(error)}`);
+          return 'failed';
+        }
+      }
+    }
+    await this.allocations.fail(allocationId, 'engine', `no instance could be prepared after ${MAX_INSTANCE_TRIES} tries`);
+    return 'failed';
+  }
+
+  /** Cold path: create an instance for this allocation, within the limits, and wait until it answers. */
+  private async createForAllocation(allocationId: number): Promise<Instance | null> {
+    const log = `allocation ${allocationId}`;
+    let reserved: Instance;
+    try {
+      [reserved] = await this.capacity.reserve(1, `created for allocation ${allocationId}`);
+    } catch (error) {
+      if (error instanceof CapacityError) {
+        await this.allocations.fail(allocationId, 'capacity', error.message);
+        return null;
+      }
+      throw error;
+    }
+    this.logger.log(`${log}: no idle instance, creating instance ${reserved.id}`);
+    const started = await this.lifecycle.create(reserved.id);
+    if (!started) {
+      const row = await this.instances.find(reserved.id);
+      await this.allocations.fail(allocationId, row?.state === 'deleted' ? 'capacity' : 'engine', `instance ${reserved.id}: ${row?.stateReason ?? 'creation failed'}`);
+      return null;
+    }
+    const result = await this.lifecycle.probeUntilReady(started, async () => (await this.instances.find(reserved.id))?.state === 'starting');
+    if (!result.ready) {
+      await this.instances.transition(reserved.id, ['starting'], 'error', result.reason);
+      await this.allocations.fail(allocationId, 'engine', `new instance ${reserved.id} did not become ready: ${result.reason}`);
+      return null;
+    }
+    if (!(await this.allocations.claimFresh(allocationId, reserved.id))) {
+      // The allocation gave up meanwhile: the new instance joins the pool through the usual path.
+      await this.lifecycle.waitReady(reserved.id);
+      return null;
+    }
+    await this.instances.transition(reserved.id, ['allocated'], 'allocated', `created for allocation ${allocationId}`, { readyAt: 'now' });
+    return this.instances.find(reserved.id);
+  }
+
+  private async returnOrphan(instanceId: number): Promise<void> {
+    const count = await this.allocations.releaseIfUnheld(instanceId, 'its allocation stopped waiting');
+    if (count !== null) await this.queues.deallocate({ instanceId }, count).catch(() => undefined);
+  }
+
+  async deallocate(instanceId: number): Promise<string> {
+    const released = await this.lifecycle.release(instanceId);
+    if (released) await this.queues.replenish().catch(() => undefined);
+    return released ? 'idle' : 'not releasing';
+  }
+}

@@ -1,0 +1,253 @@
+import { Injectable } from '@nestjs/common';
+import { DataSource, EntityManager } from 'typeorm';
+import { Instance } from '../instances/instance.entity';
+import { Allocation } from './allocation.entity';
+import { AllocationFailure } from './allocation-state';
+
+export interface NewAllocation {
+  fileUrl: string | null;
+  leaseSeconds: number;
+  labels: Record<string, string>;
+  idempotencyKey: string | null;
+}
+
+/**
+ * Allocation rows and the claims that tie them to instances. Exclusivity is the database's: an idle
+ * instance is taken with FOR UPDATE SKIP LOCKED, and the schema refuses a second holder or any
+ * change of a held instance's state.
+ */
+@Injectable()
+export class AllocationStore {
+  constructor(private readonly dataSource: DataSource) {}
+
+  find(id: number, manager: EntityManager = this.dataSource.manager): Promise<Allocation | null> {
+    return manager.getRepository(Allocation).findOneBy({ id });
+  }
+
+  findByKey(key: string): Promise<Allocation | null> {
+    return this.dataSource.getRepository(Allocation).findOneBy({ idempotencyKey: key });
+  }
+
+  async insertPending(input: NewAllocation): Promise<Allocation> {
+    const [row] = (await this.dataSource.query(
+      `INSERT INTO "allocation" ("state", "state_reason", "file_url", "lease_seconds", "labels", "idempotency_key")
+       VALUES ('pending', 'requested', $1, $2, $3, $4) RETURNING "id"`,
+      [input.fileUrl, input.leaseSeconds, JSON.stringify(input.labels), input.idempotencyKey],
+    )) as { id: number }[];
+    return (await this.find(row.id))!;
+  }
+
+  /**
+   * The hot path: in one transaction take an unpaused idle spare and create the allocation already
+   * active on it. No engine call: the spare was reset when it went back to the pool.
+   */
+  async claimHotSpare(input: NewAllocation): Promise<Allocation | null> {
+    return this.dataSource.transaction(async (manager) => {
+      const [instance] = (await manager.query(
+        `SELECT "id", "loaded_file" FROM "instance" WHERE "state" = 'idle' AND "hot" ORDER BY "id" LIMIT 1 FOR UPDATE SKIP LOCKED`,
+      )) as { id: number; loaded_file: string | null }[];
+      if (!instance) return null;
+      const [row] = (await manager.query(
+        `INSERT INTO "allocation" ("state", "state_reason", "file_url", "lease_seconds", "labels", "idempotency_key")
+         VALUES ('pending', 'requested', $1, $2, $3, $4) RETURNING "id"`,
+        [input.fileUrl, input.leaseSeconds, JSON.stringify(input.labels), input.idempotencyKey],
+      )) as { id: number }[];
+      await manager.query(
+        `UPDATE "instance" SET "state" = 'allocated', "state_reason" = $2, "hot" = false,
+           "allocation_count" = "allocation_count" + 1 WHERE "id" = $1`,
+        [instance.id, `in use by allocation ${row.id} (hot spare)`],
+      );
+      await manager.query(
+        `UPDATE "allocation" SET "state" = 'active', "state_reason" = $3, "instance_id" = $2,
+           "holds_instance_state" = 'allocated', "loaded_file" = $4, "activated_at" = now(),
+           "expires_at" = now() + make_interval(secs => "lease_seconds") WHERE "id" = $1`,
+        [row.id, instance.id, `instance ${instance.id} handed out (hot spare)`, instance.loaded_file],
+      );
+      return this.find(row.id, manager);
+    });
+  }
+
+  /**
+   * Ties a pending allocation to an idle instance (hot spares first) and marks the instance
+   * allocated. Returns the instance, or null when no idle instance is free. An allocation that
+   * already holds an instance (a job re-run after a crash) gets that one back.
+   */
+  async claimIdle(allocationId: number): Promise<{ allocation: Allocation; instance: Instance } | 'not-pending' | null> {
+    return this.dataSource.transaction(async (manager) => {
+      const allocation = await manager
+        .getRepository(Allocation)
+        .createQueryBuilder('allocation')
+        .setLock('pessimistic_write')
+        .where('allocation.id = :id', { id: allocationId })
+        .getOne();
+      if (!allocation || allocation.state !== 'pending') return 'not-pending';
+      if (allocation.instanceId !== null) {
+        const held = await manager.getRepository(Instance).findOneByOrFail({ id: allocation.instanceId });
+        return { allocation, instance: held };
+      }
+      const [candidate] = (await manager.query(
+        `SELECT "id" FROM "instance" WHERE "state" = 'idle' ORDER BY "hot" DESC, "id" LIMIT 1 FOR UPDATE SKIP LOCKED`,
+      )) as { id: number }[];
+      if (!candidate) return null;
+      await this.hold(manager, allocationId, candidate.id, ['idle']);
+      const instance = await manager.getRepository(Instance).findOneByOrFail({ id: candidate.id });
+      return { allocation: { ...allocation, instanceId: candidate.id, holdsInstanceState: 'allocated' }, instance };
+    });
+  }
+
+  /** Ties a pending allocation to an instance the allocation itself just created (cold path). */
+  async claimFresh(allocationId: number, instanceId: number): Promise<boolean> {
+    return this.dataSource.transaction(async (manager) => {
+      const [allocation] = (await manager.query(`SELECT "state" FROM "allocation" WHERE "id" = $1 FOR UPDATE`, [allocationId])) as {
+        state: string;
+      }[];
+      if (allocation?.state !== 'pending') return false;
+      return this.hold(manager, allocationId, instanceId, ['starting']);
+    });
+  }
+
+  private async hold(manager: EntityManager, allocationId: number, instanceId: number, from: string[]): Promise<boolean> {
+    const [, moved] = (await manager.query(
+      `UPDATE "instance" SET "state" = 'allocated', "state_reason" = $2 WHERE "id" = $1 AND "state" = ANY($3)`,
+      [instanceId, `claimed by allocation ${allocationId}`, from],
+    )) as [unknown, number];
+    if (moved === 0) return false;
+    await manager.query(
+      `UPDATE "allocation" SET "instance_id" = $2, "holds_instance_state" = 'allocated', "state_reason" = $3 WHERE "id" = $1`,
+      [allocationId, instanceId, `preparing instance ${instanceId}`],
+    );
+    return true;
+  }
+
+  /** pending -> active once the instance is ready; false when the allocation stopped waiting meanwhile. */
+  async activate(allocationId: number, instanceId: number, loadedFile: string | null): Promise<boolean> {
+    return this.dataSource.transaction(async (manager) => {
+      const [, activated] = (await manager.query(
+        `UPDATE "allocation" SET "state" = 'active', "state_reason" = $3, "loaded_file" = $4, "activated_at" = now(),
+           "expires_at" = now() + make_interval(secs => "lease_seconds")
+         WHERE "id" = $1 AND "state" = 'pending' AND "instance_id" = $2 AND "holds_instance_state" = 'allocated'`,
+        [allocationId, instanceId, `instance ${instanceId} handed out`, loadedFile],
+      )) as [unknown, number];
+      if (activated === 0) return false;
+      await manager.query(
+        `UPDATE "instance" SET "state_reason" = $2, "hot" = false, "loaded_file" = $3,
+           "allocation_count" = "allocation_count" + 1 WHERE "id" = $1`,
+        [instanceId, `in use by allocation ${allocationId}`, loadedFile],
+      );
+      return true;
+    });
+  }
+
+  /**
+   * A claimed instance failed to prepare: the allocation lets go of it (still pending, to try
+   * another) and the instance goes to error, in one transaction.
+   */
+  async dropFailedInstance(allocationId: number, instanceId: number, reason: string): Promise<void> {
+    await this.dataSource.transaction(async (manager) => {
+      await manager.query(
+        `UPDATE "allocation" SET "instance_id" = NULL, "holds_instance_state" = NULL, "state_reason" = $3
+         WHERE "id" = $1 AND "instance_id" = $2 AND "state" = 'pending'`,
+        [allocationId, instanceId, `instance ${instanceId} failed, trying another`],
+      );
+      await manager.query(
+        `UPDATE "instance" SET "state" = 'error', "state_reason" = $2 WHERE "id" = $1 AND "state" = 'allocated'
+           AND NOT EXISTS (SELECT 1 FROM "allocation" WHERE "instance_id" = $1 AND "holds_instance_state" IS NOT NULL)`,
+        [instanceId, reason.slice(0, 2000)],
+      );
+    });
+  }
+
+  /** pending -> failed; the instance it may hold is let go (left allocated, to be released by its owner). */
+  async fail(allocationId: number, failure: AllocationFailure, reason: string): Promise<boolean> {
+    const [, changed] = (await this.dataSource.query(
+      `UPDATE "allocation" SET "state" = 'failed', "failure" = $2, "state_reason" = $3, "holds_instance_state" = NULL,
+         "deleted_at" = now() WHERE "id" = $1 AND "state" = 'pending'`,
+      [allocationId, failure, reason.slice(0, 2000)],
+    )) as [unknown, number];
+    return changed > 0;
+  }
+
+  /**
+   * Ends an open allocation (active -> ended/expired, pending -> failed) and, when it held an
+   * instance, moves the instance to releasing in the same transaction. Returns the instance to
+   * release, if any.
+   */
+  async close(
+    allocationId: number,
+    to: 'ended' | 'expired',
+    reason: string,
+    manager?: EntityManager,
+  ): Promise<{ closed: boolean; releaseInstance: { id: number; allocationCount: number } | null }> {
+    const work = async (tx: EntityManager) => {
+      const [row] = (await tx.query(`SELECT "state", "instance_id" FROM "allocation" WHERE "id" = $1 FOR UPDATE`, [allocationId])) as {
+        state: string;
+        instance_id: number | null;
+      }[];
+      if (!row || (row.state !== 'active' && row.state !== 'pending')) return { closed: false, releaseInstance: null };
+      if (row.state === 'pending') {
+        await tx.query(
+          `UPDATE "allocation" SET "state" = 'failed', "failure" = 'cancelled', "state_reason" = $2,
+             "holds_instance_state" = NULL, "deleted_at" = now() WHERE "id" = $1`,
+          [allocationId, reason],
+        );
+        return { closed: true, releaseInstance: null };
+      }
+      await tx.query(
+        `UPDATE "allocation" SET "state" = $2, "state_reason" = $3, "holds_instance_state" = NULL, "deleted_at" = now() WHERE "id" = $1`,
+        [allocationId, to, reason],
+      );
+      const released = (await tx.query(
+        `UPDATE "instance" SET "state" = 'releasing', "state_reason" = $2 WHERE "id" = $1 AND "state" = 'allocated'
+         RETURNING "id", "allocation_count"`,
+        [row.instance_id, `${to === 'expired' ? 'lease expired' : 'released'} by allocation ${allocationId}`],
+      )) as [{ id: number; allocation_count: number }[], number];
+      const instance = released[0][0];
+      return { closed: true, releaseInstance: instance ? { id: instance.id, allocationCount: instance.allocation_count } : null };
+    };
+    return manager ? work(manager) : this.dataSource.transaction(work);
+  }
+
+  /** Ids of active allocations whose lease has run out. */
+  async dueForExpiry(limit = 100): Promise<number[]> {
+    const rows = (await this.dataSource.query(
+      `SELECT "id" FROM "allocation" WHERE "state" = 'active' AND "expires_at" < now() ORDER BY "expires_at" LIMIT $1`,
+      [limit],
+    )) as { id: number }[];
+    return rows.map((row) => row.id);
+  }
+
+  async renew(allocationId: number, seconds: number): Promise<boolean> {
+    const [, changed] = (await this.dataSource.query(
+      `UPDATE "allocation" SET "lease_seconds" = $2, "expires_at" = now() + make_interval(secs => $2::int)
+       WHERE "id" = $1 AND "state" = 'active'`,
+      [allocationId, seconds],
+    )) as [unknown, number];
+    return changed > 0;
+  }
+
+  /**
+   * Instances marked allocated that no open allocation holds (their allocation failed or was
+   * cancelled while they were being prepared): back to releasing, to be reset and pooled.
+   */
+  async orphanedAllocated(): Promise<{ id: number; allocationCount: number }[]> {
+    const [rows] = (await this.dataSource.query(
+      `UPDATE "instance" SET "state" = 'releasing', "state_reason" = 'no allocation holds it'
+       WHERE "state" = 'allocated' AND "state_changed_at" < now() - interval '2 seconds'
+         AND NOT EXISTS (SELECT 1 FROM "allocation" a WHERE a."instance_id" = "instance"."id" AND a."holds_instance_state" IS NOT NULL)
+       RETURNING "id", "allocation_count"`,
+    )) as [{ id: number; allocation_count: number }[], number];
+    return rows.map((row) => ({ id: row.id, allocationCount: row.allocation_count }));
+  }
+
+  /** One instance left allocated with no holder goes to releasing; returns its allocation count, or null. */
+  async releaseIfUnheld(instanceId: number, reason: string): Promise<number | null> {
+    const [rows] = (await this.dataSource.query(
+      `UPDATE "instance" SET "state" = 'releasing', "state_reason" = $2
+       WHERE "id" = $1 AND "state" = 'allocated'
+         AND NOT EXISTS (SELECT 1 FROM "allocation" a WHERE a."instance_id" = $1 AND a."holds_instance_state" IS NOT NULL)
+       RETURNING "allocation_count"`,
+      [instanceId, reason],
+    )) as [{ allocation_count: number }[], number];
+    return rows[0]?.allocation_count ?? null;
+  }
+}
