@@ -134,9 +134,10 @@ docker_start() {
     say "DOCKER_HOST=$DOCKER_HOST does not answer and is not local; start it there"
     return 1
   fi
-  say "starting dockerd (--bridge=none --iptables=false)"
+  say "starting dockerd (--bridge=none --iptables=false --live-restore)"
   rm -f /var/run/docker.pid
-  nohup dockerd --bridge=none --iptables=false --ip6tables=false >>/var/log/ptim-dockerd.log 2>&1 &
+  # live-restore keeps containers (and the sessions in them) running while dockerd restarts.
+  nohup dockerd --bridge=none --iptables=false --ip6tables=false --live-restore >>/var/log/ptim-dockerd.log 2>&1 &
   if ! wait_for 60 dockerd docker_up; then
     tail -20 /var/log/ptim-dockerd.log
     return 1

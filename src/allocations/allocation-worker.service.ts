@@ -71,6 +71,13 @@ export class AllocationWorkerService {
         await this.returnOrphan(instance.id);
         return 'abandoned';
       } catch (error) {
+        if (!(await this.engineAnswers(instance.host))) {
+          // Not the instance's fault: it goes back through a release once the engine is back.
+          this.logger.warn(`${log}: Docker host ${instance.host} unreachable: ${message(error)}`);
+          await this.allocations.dropFailedInstance(allocationId, instance.id, 'engine unreachable while being prepared', 'releasing');
+          await this.allocations.fail(allocationId, 'engine', `the Docker engine on ${instance.host} is unreachable: ${message(error)}`);
+          return 'failed';
+        }
         this.logger.warn(`${log}: instance ${instance.id} failed to prepare: ${message(error)}`);
         await this.allocations.dropFailedInstance(allocationId, instance.id, `failed while being prepared: ${message(error)}`);
         if (allocation.fileUrl && /cannot load|not found|bad path/i.test(message(error))) {
@@ -121,6 +128,15 @@ export class AllocationWorkerService {
   private async returnOrphan(instanceId: number): Promise<void> {
     const count = await this.allocations.releaseIfUnheld(instanceId, 'its allocation stopped waiting');
     if (count !== null) await this.queues.deallocate({ instanceId }, count).catch(() => undefined);
+  }
+
+  private async engineAnswers(host: string): Promise<boolean> {
+    try {
+      await this.driver.ping(host);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   async deallocate(instanceId: number): Promise<string> {

@@ -142,7 +142,7 @@ export class AllocationStore {
    * A claimed instance failed to prepare: the allocation lets go of it (still pending, to try
    * another) and the instance goes to error, in one transaction.
    */
-  async dropFailedInstance(allocationId: number, instanceId: number, reason: string): Promise<void> {
+  async dropFailedInstance(allocationId: number, instanceId: number, reason: string, to: 'error' | 'releasing' = 'error'): Promise<void> {
     await this.dataSource.transaction(async (manager) => {
       await manager.query(
         `UPDATE "allocation" SET "instance_id" = NULL, "holds_instance_state" = NULL, "state_reason" = $3
@@ -150,9 +150,9 @@ export class AllocationStore {
         [allocationId, instanceId, `instance ${instanceId} failed, trying another`],
       );
       await manager.query(
-        `UPDATE "instance" SET "state" = 'error', "state_reason" = $2 WHERE "id" = $1 AND "state" = 'allocated'
+        `UPDATE "instance" SET "state" = $3, "state_reason" = $2 WHERE "id" = $1 AND "state" = 'allocated'
            AND NOT EXISTS (SELECT 1 FROM "allocation" WHERE "instance_id" = $1 AND "holds_instance_state" IS NOT NULL)`,
-        [instanceId, reason.slice(0, 2000)],
+        [instanceId, reason.slice(0, 2000), to],
       );
     });
   }

@@ -7,6 +7,18 @@ interface HttpErrorBody {
   error?: string;
 }
 
+const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', '57P01', '57P02', '57P03', '08000', '08003', '08006']);
+
+/** A lost or refused database connection: a transient 503, not a bug. */
+function isStateStoreUnavailable(exception: unknown): boolean {
+  if (!(exception instanceof Error)) return false;
+  const code = (exception as { code?: string }).code ?? (exception as { driverError?: { code?: string } }).driverError?.code;
+  return (
+    (code !== undefined && CONNECTION_CODES.has(code)) ||
+    /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(exception.message)
+  );
+}
+
 /** Every error leaves as JSON {status, message}; internals are logged, not shown. */
 @Catch()
 export class HttpExceptionFilter implements ExceptionFilter {
@@ -32,6 +44,11 @@ export class HttpExceptionFilter implements ExceptionFilter {
         const fields = body as HttpErrorBody;
         message = Array.isArray(fields.message) ? fields.message.join('; ') : (fields.message ?? exception.message);
       }
+    } else if (isStateStoreUnavailable(exception)) {
+      status = HttpStatus.SERVICE_UNAVAILABLE;
+      message = 'the state store (Postgres) is unavailable';
+      response.setHeader('Retry-After', '2');
+      this.logger.warn(`${message}: ${(exception as Error).message}`);
     } else {
       this.logger.error(exception instanceof Error ? (exception.stack ?? exception.message) : String(exception));
     }

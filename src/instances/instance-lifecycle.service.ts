@@ -163,6 +163,11 @@ export class InstanceLifecycleService {
       if (moved) this.logger.log(`${log}: back in the pool`);
       return moved;
     } catch (error) {
+      if (!(await this.driver.ping(instance.host).then(() => true, () => false))) {
+        // The engine is down, not the instance: stay releasing; the monitor retries once it is back.
+        this.logger.warn(`${log}: release postponed, Docker host ${instance.host} unreachable: ${message(error)}`);
+        return false;
+      }
       this.logger.warn(`${log}: release failed: ${message(error)}`);
       await this.store.transition(instanceId, ['releasing'], 'error', `release failed: ${message(error)}`);
       return false;
