@@ -1,3 +1,4 @@
+import { TEST_NAMESPACE } from './support/env';
 import request from 'supertest';
 import { OWNER_LABEL } from '../src/container-driver/container-driver';
 import { appStatus, askApp } from './support/app-client';
@@ -164,7 +165,7 @@ describe('allocations', () => {
       // The database and the engine agree: 20 allocated instances, each container running and unpaused.
       const allocated = (await request(service.url).get('/instances?show=allocated').expect(200)).body as InstanceBody[];
       expect(allocated.map((instance) => instance.id).sort()).toEqual([...instanceIds].sort());
-      const containers = await docker.listContainers({ all: true, filters: { label: [`${OWNER_LABEL}=ptim-test`] } });
+      const containers = await docker.listContainers({ all: true, filters: { label: [`${OWNER_LABEL}=${TEST_NAMESPACE}`] } });
       expect(containers).toHaveLength(20);
       expect(containers.every((container) => container.State === 'running')).toBe(true);
       for (const address of addresses) expect(await askApp(address, 'PING')).toBe('PONG');
@@ -253,7 +254,7 @@ describe('allocations', () => {
     const service = await startService({ MAX_INSTANCES: '1', WORKLOAD_IMAGE: 'pt-instance-manager/no-such-image:latest', MONITOR_ENABLED: 'false' });
     try {
       const response = await request(service.url).post('/allocations').expect(500);
-      expect(response.body).toEqual({ status: 500, message: expect.stringMatching(/create failed: create ptim-test-1: .*no-such-image/) });
+      expect(response.body).toEqual({ status: 500, message: expect.stringMatching(new RegExp(`create failed: create ${TEST_NAMESPACE}-1: .*no-such-image`)) });
       await sleep(100);
     } finally {
       await service.close();

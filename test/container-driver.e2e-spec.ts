@@ -1,3 +1,4 @@
+import { PORT_BASE, TEST_NAMESPACE } from './support/env';
 import { loadConfig } from '../src/config/app-config';
 import { ContainerDriverError, INSTANCE_LABEL, OWNER_LABEL } from '../src/container-driver/container-driver';
 import { DockerContainerDriver } from '../src/container-driver/docker-container.driver';
@@ -7,10 +8,10 @@ import { testEnv } from './support/env';
 import { eventually, removeTestContainers } from './support/harness';
 
 describe('DockerContainerDriver against the real engine', () => {
-  const config = loadConfig(testEnv({ PORT_RANGE: '41900-41999' }));
+  const config = loadConfig(testEnv({ PORT_RANGE: `${PORT_BASE + 900}-${PORT_BASE + 999}` }));
   const driver = new DockerContainerDriver(config);
   const client = new WorkloadClient(config, driver);
-  const ports = { ipc: 41900, vnc: 41901 };
+  const ports = { ipc: PORT_BASE + 900, vnc: PORT_BASE + 901 };
   let id = '';
 
   beforeAll(async () => {
@@ -24,11 +25,11 @@ describe('DockerContainerDriver against the real engine', () => {
 
   it('creates and starts a hardened, labelled container of the demo image', async () => {
     expect(await driver.imageExists('local', config.workload.image)).toBe(true);
-    id = await driver.create('local', containerSpec(config, { id: 9001, containerName: 'ptim-test-driver', ports }));
+    id = await driver.create('local', containerSpec(config, { id: 9001, containerName: `${TEST_NAMESPACE}-driver`, ports }));
     await driver.start('local', id);
     const info = await driver.inspect('local', id);
-    expect(info).toMatchObject({ running: true, paused: false, name: 'ptim-test-driver' });
-    expect(info.labels).toMatchObject({ [OWNER_LABEL]: 'ptim-test', [INSTANCE_LABEL]: '9001' });
+    expect(info).toMatchObject({ running: true, paused: false, name: `${TEST_NAMESPACE}-driver` });
+    expect(info.labels).toMatchObject({ [OWNER_LABEL]: TEST_NAMESPACE, [INSTANCE_LABEL]: '9001' });
     const raw = await driver['client']('local').getContainer(id).inspect();
     expect(raw.HostConfig.CapDrop).toEqual(['ALL']);
     expect(raw.HostConfig.SecurityOpt).toEqual(['no-new-privileges']);
@@ -51,15 +52,15 @@ describe('DockerContainerDriver against the real engine', () => {
   });
 
   it('runs a command inside the container with exec and reports its exit code and output', async () => {
-    const ok = await driver.exec('local', id, ['/ptdemo', 'ctl', '--port', '41900', 'STATUS'], 5000);
+    const ok = await driver.exec('local', id, ['/ptdemo', 'ctl', '--port', String(PORT_BASE + 900), 'STATUS'], 5000);
     expect(ok.exitCode).toBe(0);
     expect(JSON.parse(ok.output.trim())).toMatchObject({ loaded: expect.any(String) });
-    const bad = await driver.exec('local', id, ['/ptdemo', 'ctl', '--port', '41900', 'LOAD', '/nope.pkt'], 5000);
+    const bad = await driver.exec('local', id, ['/ptdemo', 'ctl', '--port', String(PORT_BASE + 900), 'LOAD', '/nope.pkt'], 5000);
     expect(bad.exitCode).not.toBe(0);
   });
 
   it('lists containers by label and reports host usage', async () => {
-    const listed = await driver.list('local', { [OWNER_LABEL]: 'ptim-test' });
+    const listed = await driver.list('local', { [OWNER_LABEL]: TEST_NAMESPACE });
     expect(listed.map((container) => container.id)).toContain(id);
     const usage = await driver.usage('local');
     expect(usage.memoryTotalBytes).toBeGreaterThan(0);

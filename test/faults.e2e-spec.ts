@@ -1,3 +1,4 @@
+import { PORT_BASE, TEST_NAMESPACE } from './support/env';
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import request from 'supertest';
 import { INSTANCE_LABEL, OWNER_LABEL } from '../src/container-driver/container-driver';
@@ -97,9 +98,9 @@ describe('faults during a stream of allocations', () => {
       await docker.getContainer(victims[1].dockerId).remove({ force: true });
       const stray = await docker.createContainer({
         Image: service.config.workload.image,
-        name: 'ptim-test-stray',
-        Labels: { [OWNER_LABEL]: 'ptim-test', [INSTANCE_LABEL]: '99999' },
-        Env: ['PT_BIND=127.0.0.1', 'PT_PORT=41990', 'VNC_PORT=0'],
+        name: `${TEST_NAMESPACE}-stray`,
+        Labels: { [OWNER_LABEL]: TEST_NAMESPACE, [INSTANCE_LABEL]: '99999' },
+        Env: ['PT_BIND=127.0.0.1', `PT_PORT=${PORT_BASE + 990}`, 'VNC_PORT=0'],
         HostConfig: { NetworkMode: 'host' },
       });
       await stray.start();

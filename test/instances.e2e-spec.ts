@@ -1,8 +1,9 @@
+import { PORT_BASE, TEST_NAMESPACE } from './support/env';
 import request from 'supertest';
 import { INSTANCE_LABEL, OWNER_LABEL } from '../src/container-driver/container-driver';
 import { docker, eventually, Harness, startService } from './support/harness';
 
-const containersOf = async (owner = 'ptim-test') =>
+const containersOf = async (owner = TEST_NAMESPACE) =>
   docker.listContainers({ all: true, filters: { label: [`${OWNER_LABEL}=${owner}`] } });
 
 describe('instances', () => {
@@ -28,7 +29,7 @@ describe('instances', () => {
           const { body } = await request(service.url).get(`/instances/${id}`).expect(200);
           return body.state === 'idle' ? body : undefined;
         }, 30000, `instance ${id} idle`);
-        expect(idle).toMatchObject({ status: 'deallocated', url: `${service.url}/instances/${id}`, packetTracer: expect.stringMatching(/^127\.0\.0\.1:41\d{3}$/) });
+        expect(idle).toMatchObject({ status: 'deallocated', url: `${service.url}/instances/${id}`, packetTracer: expect.stringMatching(/^127\.0\.0\.1:\d+$/) });
         const info = await docker.getContainer(idle.dockerId).inspect();
         expect(info.State.Paused).toBe(true);
         expect(info.Config.Labels[INSTANCE_LABEL]).toBe(String(id));
@@ -101,7 +102,7 @@ describe('instances', () => {
 
     it('reports limits, capacity and counts in /details', async () => {
       const { body } = await request(service.url).get('/details').expect(200);
-      expect(body.limits).toMatchObject({ maxInstances: 5, portRange: { from: 41000, to: 41199 }, portsPerInstance: 2 });
+      expect(body.limits).toMatchObject({ maxInstances: 5, portRange: { from: PORT_BASE, to: PORT_BASE + 199 }, portsPerInstance: 2 });
       expect(body.hosts[0]).toMatchObject({ name: 'local', canCreate: true });
       expect(body.instances.idle).toBeGreaterThanOrEqual(3);
     });
@@ -126,11 +127,11 @@ describe('instances', () => {
     });
 
     it('refuses creation when the port range is exhausted', async () => {
-      const service = await startService({ PORT_RANGE: '41000-41004', MAX_INSTANCES: '10' });
+      const service = await startService({ PORT_RANGE: `${PORT_BASE}-${PORT_BASE + 4}`, MAX_INSTANCES: '10' });
       try {
         await request(service.url).post('/instances').send({ count: 2 }).expect(201);
         const refused = await request(service.url).post('/instances').expect(503);
-        expect(refused.body.message).toContain('no free ports left in 41000-41004');
+        expect(refused.body.message).toContain(`no free ports left in ${PORT_BASE}-${PORT_BASE + 4}`);
       } finally {
         await service.close();
       }

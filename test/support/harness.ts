@@ -1,3 +1,4 @@
+import { TEST_NAMESPACE } from './env';
 import 'reflect-metadata';
 import { INestApplication } from '@nestjs/common';
 import { NestExpressApplication } from '@nestjs/platform-express';
@@ -26,7 +27,7 @@ export interface Harness {
 export const docker = new Docker(process.env.DOCKER_HOST ? undefined : { socketPath: '/var/run/docker.sock' });
 
 /** Removes every container of the test deployment, whatever the database says. */
-export async function removeTestContainers(owner = 'ptim-test'): Promise<void> {
+export async function removeTestContainers(owner = TEST_NAMESPACE): Promise<void> {
   const containers = await docker.listContainers({ all: true, filters: { label: [`${OWNER_LABEL}=${owner}`] } });
   await Promise.all(containers.map((container) => docker.getContainer(container.Id).remove({ force: true }).catch(() => undefined)));
 }

@@ -1,3 +1,4 @@
+import { TEST_NAMESPACE } from './env';
 import request from 'supertest';
 import { INSTANCE_LABEL, OWNER_LABEL } from '../../src/container-driver/container-driver';
 import { docker } from './harness';
@@ -19,7 +20,7 @@ interface AllocationRow {
  * The invariants of the design, checked by asking both the API and the engine. Returns the
  * violations found (empty when everything agrees).
  */
-export async function violations(apiUrl: string, owner = 'ptim-test'): Promise<string[]> {
+export async function violations(apiUrl: string, owner = TEST_NAMESPACE): Promise<string[]> {
   const found: string[] = [];
   const instances = (await request(apiUrl).get('/instances?show=running&limit=1000').expect(200)).body as InstanceRow[];
   const current = (await request(apiUrl).get('/allocations?show=current&limit=1000').expect(200)).body as AllocationRow[];
