@@ -35,6 +35,14 @@ describe('service health', () => {
     expect(Object.keys(doc.body.paths)).toEqual(expect.arrayContaining(['/allocations', '/instances', '/health/ready']));
   });
 
+  it('serves Prometheus metrics, including instances per state', async () => {
+    await request(service.url).post('/instances').expect(201);
+    const metrics = await request(service.url).get('/metrics').expect(200);
+    expect(metrics.headers['content-type']).toContain('text/plain');
+    expect(metrics.text).toMatch(/ptim_instances\{state="(creating|starting|idle)"\} 1/);
+    expect(metrics.text).toContain('ptim_process_resident_memory_bytes');
+  });
+
   it('reports Redis down (503) while it is stopped, and up again once it is back', async () => {
     stack('stop', 'redis');
     try {

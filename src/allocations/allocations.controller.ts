@@ -2,7 +2,9 @@ import { Body, Controller, Delete, Get, Headers, HttpCode, Param, Post, Query, R
 import { ApiBody, ApiHeader, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
 import { Request, Response } from 'express';
 import { AppConfig } from '../config/app-config';
+import { DomainError } from '../common/errors';
 import { IdPipe } from '../common/id.pipe';
+import { MetricsService } from '../health/metrics.service';
 import { baseUrl } from '../common/request-url';
 import { AllocationView, presentAllocation } from './allocation.presenter';
 import { AllocationsService } from './allocations.service';
@@ -15,6 +17,7 @@ export class AllocationsController {
   constructor(
     private readonly allocations: AllocationsService,
     private readonly config: AppConfig,
+    private readonly metrics: MetricsService,
   ) {}
 
   @Post()
@@ -34,7 +37,16 @@ export class AllocationsController {
     @Res({ passthrough: true }) response: Response,
   ): Promise<AllocationView> {
     const respondAsync = /(^|[,;\s])respond-async($|[,;\s])/i.test(prefer ?? '');
-    const outcome = await this.allocations.allocate(body ?? {}, idempotencyKey, respondAsync);
+    const started = process.hrtime.bigint();
+    const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
+    let outcome;
+    try {
+      outcome = await this.allocations.allocate(body ?? {}, idempotencyKey, respondAsync);
+    } catch (error) {
+      this.metrics.observeAllocation(error instanceof DomainError ? String(error.status) : '500', seconds());
+      throw error;
+    }
+    this.metrics.observeAllocation(outcome.allocation.state === 'pending' ? 'accepted' : outcome.allocation.state, seconds());
     const view = presentAllocation(this.config, baseUrl(request), outcome.allocation, outcome.instance);
     response.setHeader('Location', view.url);
     if (outcome.allocation.state === 'pending') response.status(202);
