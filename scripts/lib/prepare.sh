@@ -6,7 +6,9 @@ ensure_node_modules() {
   local stamp=node_modules/.package-lock.json
   if [ ! -d node_modules ] || [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
     step "installing npm dependencies"
-    npm ci --no-audit --no-fund
+    # npm ci refuses a lock whose optional platform packages (other OSes) the registry does not
+    # serve; install from the lock without rewriting it instead.
+    npm install --no-audit --no-fund --no-save
   fi
 }
 
