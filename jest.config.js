@@ -3,6 +3,6 @@ module.exports = {
   rootDir: '.',
   testEnvironment: 'node',
   testRegex: 'src/.*\\.spec\\.ts$',
-  transform: { '^.+\\.ts$': ['ts-jest', { isolatedModules: true }] },
+  transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.spec.json' }] },
   moduleFileExtensions: ['ts', 'js', 'json'],
 };
