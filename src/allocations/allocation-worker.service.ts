@@ -59,11 +59,10 @@ export class AllocationWorkerService {
             if (info.paused || !info.running) throw error;
           });
         }
-        const loaded = await this.workload.prepare(targetOf(instance), allocation.fileUrl ?? undefined, this.config.workload.probe.timeoutMs * 2);
-        await this.workload.probe(targetOf(instance));
+        const loaded = await this.workload.prepareAndCheck(targetOf(instance), allocation.fileUrl ?? undefined, this.config.workload.probe.timeoutMs * 2);
         if (await this.allocations.activate(allocationId, instance.id, loaded)) {
           this.logger.log(`${log}: active on instance ${instance.id}${loaded ? ` with ${loaded}` : ''}`);
-          await this.queues.replenish().catch(() => undefined);
+          void this.queues.replenish().catch(() => undefined);
           return 'active';
         }
         // The allocation stopped waiting (timed out or cancelled): give the instance back.
@@ -141,7 +140,7 @@ export class AllocationWorkerService {
 
   async deallocate(instanceId: number): Promise<string> {
     const released = await this.lifecycle.release(instanceId);
-    if (released) await this.queues.replenish().catch(() => undefined);
+    if (released) void this.queues.replenish().catch(() => undefined);
     return released ? 'idle' : 'not releasing';
   }
 }

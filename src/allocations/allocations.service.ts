@@ -50,7 +50,7 @@ export class AllocationsService {
       }
       if (allocation) {
         this.logger.log(`allocation ${allocation.id}: active on hot spare ${allocation.instanceId}`);
-        await this.queues.replenish().catch(() => undefined);
+        void this.queues.replenish().catch(() => undefined);
         return { allocation, instance: await this.instanceOf(allocation), created: true };
       }
       this.queues.assertConnected();

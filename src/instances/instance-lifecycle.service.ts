@@ -152,8 +152,7 @@ export class InstanceLifecycleService {
     try {
       const info = await this.driver.inspect(instance.host, instance.dockerId);
       if (info.paused) await this.driver.unpause(instance.host, instance.dockerId);
-      const loaded = await this.workload.prepare(targetOf(instance), undefined, this.config.workload.probe.timeoutMs * 2);
-      await this.workload.probe(targetOf(instance));
+      const loaded = await this.workload.prepareAndCheck(targetOf(instance), undefined, this.config.workload.probe.timeoutMs * 2);
       const hot = await this.wantsHotSpare();
       if (!hot) await this.driver.pause(instance.host, instance.dockerId);
       const moved = await this.store.transition(instanceId, ['releasing'], 'idle', hot ? 'released, hot spare' : 'released, reset and paused', {

@@ -40,6 +40,22 @@ export class WorkloadClient {
     return this.run(target, this.config.workload.probe.action, timeoutMs, undefined);
   }
 
+  /**
+   * prepare() then the readiness re-check. When the load/reset action already got an answer over
+   * the same port the probe uses (line or http), that answer is the re-check and no second round
+   * trip is made.
+   */
+  async prepareAndCheck(target: AppTarget, file: string | undefined, timeoutMs: number): Promise<string | null> {
+    const loaded = await this.prepare(target, file, timeoutMs);
+    const workload = this.config.workload;
+    const ran = (file ?? workload.defaultFile) !== undefined && workload.load.kind !== 'none' ? workload.load : workload.reset;
+    const probe = workload.probe.action;
+    const answeredOnProbePort =
+      (ran.kind === 'line' || ran.kind === 'http') && (probe.kind === 'line' || probe.kind === 'tcp' || probe.kind === 'http') && ran.port === probe.port;
+    if (!answeredOnProbePort) await this.probe(target);
+    return loaded;
+  }
+
   /** Brings the app to a clean state with `file` loaded (or the profile's default / reset action). */
   async prepare(target: AppTarget, file: string | undefined, timeoutMs: number): Promise<string | null> {
     const workload = this.config.workload;
