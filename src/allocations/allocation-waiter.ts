@@ -1,4 +1,5 @@
 import { Injectable, OnModuleInit } from '@nestjs/common';
+import { jobId } from '../queues/queue.constants';
 import { QueueProducer } from '../queues/queue.producer';
 
 /**
@@ -13,14 +14,20 @@ export class AllocationWaiter implements OnModuleInit {
   constructor(private readonly queues: QueueProducer) {}
 
   onModuleInit(): void {
-    const wake = (jobId: string) => {
-      const waiters = this.waiting.get(String(jobId));
-      if (!waiters) return;
-      this.waiting.delete(String(jobId));
-      for (const resolve of waiters) resolve();
-    };
-    void this.queues.high.on('global:completed', wake);
-    void this.queues.high.on('global:failed', wake);
+    void this.queues.high.on('global:completed', (jobId: string) => this.wake(String(jobId)));
+    void this.queues.high.on('global:failed', (jobId: string) => this.wake(String(jobId)));
+  }
+
+  /** Wakes the waiters of an allocation at once; a worker in the same process calls it as soon as the row is settled. */
+  settled(allocationId: number): void {
+    this.wake(jobId.allocate(allocationId));
+  }
+
+  private wake(job: string): void {
+    const waiters = this.waiting.get(job);
+    if (!waiters) return;
+    this.waiting.delete(job);
+    for (const resolve of waiters) resolve();
   }
 
   /** Resolves when the job finishes or after `ms`, whichever comes first. */

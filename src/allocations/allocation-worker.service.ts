@@ -8,7 +8,8 @@ import { Instance } from '../instances/instance.entity';
 import { InstanceStore } from '../instances/instance.store';
 import { WorkloadClient } from '../instances/workload-client';
 import { QueueProducer } from '../queues/queue.producer';
-import { AllocationStore } from './allocation.store';
+import { AllocationWaiter } from './allocation-waiter';
+import { AllocationStore, ClaimedInstance } from './allocation.store';
 
 const MAX_INSTANCE_TRIES = 5;
 const message = (error: unknown): string => (error instanceof Error ? error.message : String(error));
@@ -31,14 +32,28 @@ export class AllocationWorkerService {
     private readonly driver: ContainerDriver,
     private readonly workload: WorkloadClient,
     private readonly queues: QueueProducer,
+    private readonly waiter: AllocationWaiter,
   ) {}
 
   async allocate(allocationId: number): Promise<string> {
+    try {
+      return await this.allocateOnce(allocationId);
+    } finally {
+      // The row is settled (or will be re-run): wake a request waiting in this same process.
+      this.waiter.settled(allocationId);
+    }
+  }
+
+  private async allocateOnce(allocationId: number): Promise<string> {
     const log = `allocation ${allocationId}`;
+    const started = performance.now();
+    const phases: string[] = [];
+    const mark = (phase: string) => phases.push(`${phase} ${(performance.now() - started).toFixed(1)}`);
     for (let attempt = 1; attempt <= MAX_INSTANCE_TRIES; attempt += 1) {
       const claim = await this.allocations.claimIdle(allocationId);
+      mark('claimed');
       if (claim === 'not-pending') return 'not pending';
-      let instance: Instance;
+      let instance: ClaimedInstance;
       let wasPaused: boolean;
       if (claim === null) {
         const fresh = await this.createForAllocation(allocationId);
@@ -58,10 +73,14 @@ export class AllocationWorkerService {
             const info = await this.driver.inspect(instance.host, instance.dockerId ?? '');
             if (info.paused || !info.running) throw error;
           });
+          mark('unpaused');
         }
         const loaded = await this.workload.prepareAndCheck(targetOf(instance), allocation.fileUrl ?? undefined, this.config.workload.probe.timeoutMs * 2);
+        mark('prepared');
         if (await this.allocations.activate(allocationId, instance.id, loaded)) {
+          mark('active');
           this.logger.log(`${log}: active on instance ${instance.id}${loaded ? ` with ${loaded}` : ''}`);
+          this.logger.debug?.(`${log}: ms since job start: ${phases.join(', ')}`);
           void this.queues.replenish().catch(() => undefined);
           return 'active';
         }

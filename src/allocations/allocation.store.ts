@@ -4,6 +4,47 @@ import { Instance } from '../instances/instance.entity';
 import { Allocation } from './allocation.entity';
 import { AllocationFailure } from './allocation-state';
 
+interface AllocationRow {
+  id: number;
+  state: Allocation['state'];
+  state_reason: string;
+  failure: Allocation['failure'];
+  instance_id: number | null;
+  holds_instance_state: 'allocated' | null;
+  file_url: string | null;
+  loaded_file: string | null;
+  lease_seconds: number;
+  expires_at: Date | null;
+  idempotency_key: string | null;
+  labels: Record<string, string>;
+  created_at: Date;
+  activated_at: Date | null;
+  deleted_at: Date | null;
+}
+
+function toAllocation(row: AllocationRow): Allocation {
+  return Object.assign(new Allocation(), {
+    id: row.id,
+    state: row.state,
+    stateReason: row.state_reason,
+    failure: row.failure,
+    instanceId: row.instance_id,
+    holdsInstanceState: row.holds_instance_state,
+    fileUrl: row.file_url,
+    loadedFile: row.loaded_file,
+    leaseSeconds: row.lease_seconds,
+    expiresAt: row.expires_at,
+    idempotencyKey: row.idempotency_key,
+    labels: row.labels,
+    createdAt: row.created_at,
+    activatedAt: row.activated_at,
+    deletedAt: row.deleted_at,
+  });
+}
+
+export type ClaimedInstance = Pick<Instance, 'id' | 'host' | 'dockerId' | 'ports' | 'hot'>;
+export type ClaimedAllocation = Pick<Allocation, 'id' | 'fileUrl'>;
+
 export interface NewAllocation {
   fileUrl: string | null;
   leaseSeconds: number;
@@ -31,10 +72,23 @@ export class AllocationStore {
   async insertPending(input: NewAllocation): Promise<Allocation> {
     const [row] = (await this.dataSource.query(
       `INSERT INTO "allocation" ("state", "state_reason", "file_url", "lease_seconds", "labels", "idempotency_key")
-       VALUES ('pending', 'requested', $1, $2, $3, $4) RETURNING "id"`,
+       VALUES ('pending', 'requested', $1, $2, $3, $4) RETURNING *`,
       [input.fileUrl, input.leaseSeconds, JSON.stringify(input.labels), input.idempotencyKey],
-    )) as { id: number }[];
-    return (await this.find(row.id))!;
+    )) as AllocationRow[];
+    return toAllocation(row);
+  }
+
+  /** The allocation and the instance it references, in one round trip. */
+  async findWithInstance(id: number): Promise<{ allocation: Allocation; instance: Instance | null } | null> {
+    const rows = (await this.dataSource
+      .getRepository(Allocation)
+      .createQueryBuilder('allocation')
+      .leftJoinAndSelect('allocation.instance', 'instance')
+      .where('allocation.id = :id', { id })
+      .getOne()) as (Allocation & { instance?: Instance | null }) | null;
+    if (!rows) return null;
+    const { instance, ...allocation } = rows;
+    return { allocation: allocation as Allocation, instance: instance ?? null };
   }
 
   /**
@@ -72,26 +126,53 @@ export class AllocationStore {
    * allocated. Returns the instance, or null when no idle instance is free. An allocation that
    * already holds an instance (a job re-run after a crash) gets that one back.
    */
-  async claimIdle(allocationId: number): Promise<{ allocation: Allocation; instance: Instance } | 'not-pending' | null> {
+  async claimIdle(allocationId: number): Promise<{ allocation: ClaimedAllocation; instance: ClaimedInstance } | 'not-pending' | null> {
+    // Fast path, one statement (atomic on its own): lock the pending allocation, take an idle
+    // instance skipping locked ones, mark it allocated and tie it to the allocation.
+    const [fast] = (await this.dataSource.query(
+      `WITH a AS (
+         SELECT "id" FROM "allocation" WHERE "id" = $1 AND "state" = 'pending' AND "instance_id" IS NULL FOR UPDATE
+       ), i AS (
+         SELECT "instance"."id" FROM "instance", a WHERE "instance"."state" = 'idle'
+         ORDER BY "instance"."hot" DESC, "instance"."id" LIMIT 1 FOR UPDATE OF "instance" SKIP LOCKED
+       ), ui AS (
+         UPDATE "instance" SET "state" = 'allocated', "state_reason" = 'claimed by allocation ' || $1::text
+         FROM i WHERE "instance"."id" = i."id"
+         RETURNING "instance"."id", "instance"."host", "instance"."docker_id", "instance"."ports", "instance"."hot"
+       ), ua AS (
+         UPDATE "allocation" SET "instance_id" = ui."id", "holds_instance_state" = 'allocated',
+           "state_reason" = 'preparing instance ' || ui."id"::text
+         FROM ui WHERE "allocation"."id" = $1
+         RETURNING "allocation"."id", "allocation"."file_url"
+       )
+       SELECT ui."id", ui."host", ui."docker_id", ui."ports", ui."hot", ua."file_url" FROM ui, ua`,
+      [allocationId],
+    )) as { id: number; host: string; docker_id: string | null; ports: Record<string, number>; hot: boolean; file_url: string | null }[];
+    if (fast) {
+      return {
+        allocation: { id: allocationId, fileUrl: fast.file_url },
+        instance: { id: fast.id, host: fast.host, dockerId: fast.docker_id, ports: fast.ports, hot: fast.hot },
+      };
+    }
+    // Slow path: the allocation is gone or settled, already holds an instance (a job re-run after a
+    // crash gets that one back), or no idle instance is free.
     return this.dataSource.transaction(async (manager) => {
-      const allocation = await manager
-        .getRepository(Allocation)
-        .createQueryBuilder('allocation')
-        .setLock('pessimistic_write')
-        .where('allocation.id = :id', { id: allocationId })
-        .getOne();
+      const [allocation] = (await manager.query(
+        `SELECT "id", "state", "instance_id", "file_url" FROM "allocation" WHERE "id" = $1 FOR UPDATE`,
+        [allocationId],
+      )) as { id: number; state: string; instance_id: number | null; file_url: string | null }[];
       if (!allocation || allocation.state !== 'pending') return 'not-pending';
-      if (allocation.instanceId !== null) {
-        const held = await manager.getRepository(Instance).findOneByOrFail({ id: allocation.instanceId });
-        return { allocation, instance: held };
+      let instanceId = allocation.instance_id;
+      if (instanceId === null) {
+        const [candidate] = (await manager.query(
+          `SELECT "id" FROM "instance" WHERE "state" = 'idle' ORDER BY "hot" DESC, "id" LIMIT 1 FOR UPDATE SKIP LOCKED`,
+        )) as { id: number }[];
+        if (!candidate) return null;
+        await this.hold(manager, allocationId, candidate.id, ['idle']);
+        instanceId = candidate.id;
       }
-      const [candidate] = (await manager.query(
-        `SELECT "id" FROM "instance" WHERE "state" = 'idle' ORDER BY "hot" DESC, "id" LIMIT 1 FOR UPDATE SKIP LOCKED`,
-      )) as { id: number }[];
-      if (!candidate) return null;
-      await this.hold(manager, allocationId, candidate.id, ['idle']);
-      const instance = await manager.getRepository(Instance).findOneByOrFail({ id: candidate.id });
-      return { allocation: { ...allocation, instanceId: candidate.id, holdsInstanceState: 'allocated' }, instance };
+      const instance = await manager.getRepository(Instance).findOneByOrFail({ id: instanceId });
+      return { allocation: { id: allocationId, fileUrl: allocation.file_url }, instance };
     });
   }
 
@@ -121,21 +202,20 @@ export class AllocationStore {
 
   /** pending -> active once the instance is ready; false when the allocation stopped waiting meanwhile. */
   async activate(allocationId: number, instanceId: number, loadedFile: string | null): Promise<boolean> {
-    return this.dataSource.transaction(async (manager) => {
-      const [, activated] = (await manager.query(
-        `UPDATE "allocation" SET "state" = 'active', "state_reason" = $3, "loaded_file" = $4, "activated_at" = now(),
-           "expires_at" = now() + make_interval(secs => "lease_seconds")
-         WHERE "id" = $1 AND "state" = 'pending' AND "instance_id" = $2 AND "holds_instance_state" = 'allocated'`,
-        [allocationId, instanceId, `instance ${instanceId} handed out`, loadedFile],
-      )) as [unknown, number];
-      if (activated === 0) return false;
-      await manager.query(
-        `UPDATE "instance" SET "state_reason" = $2, "hot" = false, "loaded_file" = $3,
-           "allocation_count" = "allocation_count" + 1 WHERE "id" = $1`,
-        [instanceId, `in use by allocation ${allocationId}`, loadedFile],
-      );
-      return true;
-    });
+    // One statement: the allocation becomes active and its instance records the hand-out, atomically.
+    const [, activated] = (await this.dataSource.query(
+      `WITH ua AS (
+         UPDATE "allocation" SET "state" = 'active', "state_reason" = 'instance ' || $2::text || ' handed out',
+           "loaded_file" = $3, "activated_at" = now(), "expires_at" = now() + make_interval(secs => "lease_seconds")
+         WHERE "id" = $1 AND "state" = 'pending' AND "instance_id" = $2 AND "holds_instance_state" = 'allocated'
+         RETURNING "instance_id"
+       )
+       UPDATE "instance" SET "state_reason" = 'in use by allocation ' || $1::text, "hot" = false, "loaded_file" = $3,
+         "allocation_count" = "allocation_count" + 1
+       FROM ua WHERE "instance"."id" = ua."instance_id"`,
+      [allocationId, instanceId, loadedFile],
+    )) as [unknown, number];
+    return activated > 0;
   }
 
   /**

@@ -110,9 +110,9 @@ export class AllocationsService {
     const deadline = Date.now() + this.config.allocation.timeoutMs;
     const job = jobId.allocate(id);
     for (;;) {
-      const row = await this.store.find(id);
-      if (!row) throw new NotFoundError(`allocation ${id} does not exist`);
-      if (row.state !== 'pending') return this.outcome(row, created);
+      const found = await this.store.findWithInstance(id);
+      if (!found) throw new NotFoundError(`allocation ${id} does not exist`);
+      if (found.allocation.state !== 'pending') return this.outcome(found.allocation, created, found.instance);
       const remaining = deadline - Date.now();
       if (remaining <= 0) break;
       await this.waiter.wait(job, Math.min(POLL_MS, remaining));
@@ -121,7 +121,7 @@ export class AllocationsService {
     return this.outcome((await this.store.find(id))!, created);
   }
 
-  private async outcome(allocation: Allocation, created: boolean): Promise<AllocationOutcome> {
+  private async outcome(allocation: Allocation, created: boolean, instance?: Instance | null): Promise<AllocationOutcome> {
     if (allocation.state === 'failed') {
       const message = `allocation ${allocation.id} failed: ${allocation.stateReason}`;
       switch (allocation.failure) {
@@ -137,7 +137,7 @@ export class AllocationsService {
           throw new ServiceUnavailableError(message, this.config.allocation.retryAfterSeconds);
       }
     }
-    return { allocation, instance: await this.instanceOf(allocation), created };
+    return { allocation, instance: instance !== undefined ? instance : await this.instanceOf(allocation), created };
   }
 
   async instanceOf(allocation: Allocation): Promise<Instance | null> {
@@ -157,9 +157,9 @@ export class AllocationsService {
   }
 
   async get(id: number): Promise<{ allocation: Allocation; instance: Instance | null }> {
-    const allocation = await this.store.find(id);
-    if (!allocation) throw new NotFoundError(`allocation ${id} does not exist`);
-    return { allocation, instance: await this.instanceOf(allocation) };
+    const found = await this.store.findWithInstance(id);
+    if (!found) throw new NotFoundError(`allocation ${id} does not exist`);
+    return found;
   }
 
   async history(id: number): Promise<StateChange[]> {

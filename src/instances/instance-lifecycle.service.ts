@@ -12,7 +12,7 @@ import { AppTarget, WorkloadClient } from './workload-client';
 const message = (error: unknown): string => (error instanceof Error ? error.message : String(error));
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-export function targetOf(instance: Instance): AppTarget {
+export function targetOf(instance: Pick<Instance, 'id' | 'host' | 'dockerId' | 'ports'>): AppTarget {
   return { instanceId: instance.id, host: instance.host, dockerId: instance.dockerId ?? '', ports: instance.ports };
 }
 

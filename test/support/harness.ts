@@ -55,6 +55,7 @@ export async function startService(overrides: Env = {}, options: { reset?: boole
   const config = loadConfig(env);
   const moduleRef = await Test.createTestingModule({ imports: [AppModule.forRole(config)] }).compile();
   const app = moduleRef.createNestApplication<NestExpressApplication>({ logger: logLevels(config.logLevel), bodyParser: false });
+  app.useLogger(logLevels(config.logLevel));
   configureHttp(app, config);
   app.enableShutdownHooks();
   await app.listen(0, '127.0.0.1');
