@@ -150,9 +150,17 @@ export class InstanceLifecycleService {
     if (!instance || instance.state !== 'releasing' || !instance.dockerId) return false;
     const log = `instance ${instanceId}`;
     try {
-      const info = await this.driver.inspect(instance.host, instance.dockerId);
-      if (info.paused) await this.driver.unpause(instance.host, instance.dockerId);
-      const loaded = await this.workload.prepareAndCheck(targetOf(instance), undefined, this.config.workload.probe.timeoutMs * 2);
+      const timeoutMs = this.config.workload.probe.timeoutMs * 2;
+      let loaded: string | null;
+      try {
+        loaded = await this.workload.prepareAndCheck(targetOf(instance), undefined, timeoutMs);
+      } catch (error) {
+        // A re-run (or a container paused behind our back) may find it paused: unpause and try once more.
+        const info = await this.driver.inspect(instance.host, instance.dockerId);
+        if (!info.paused) throw error;
+        await this.driver.unpause(instance.host, instance.dockerId);
+        loaded = await this.workload.prepareAndCheck(targetOf(instance), undefined, timeoutMs);
+      }
       const hot = await this.wantsHotSpare();
       if (!hot) await this.driver.pause(instance.host, instance.dockerId);
       const moved = await this.store.transition(instanceId, ['releasing'], 'idle', hot ? 'released, hot spare' : 'released, reset and paused', {
