@@ -226,7 +226,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
       action: parseAction('PROBE', r.string('PROBE', 'line:PING=>PONG'), ports),
       timeoutMs: r.int('PROBE_TIMEOUT_MS', 1000, 10, 600000),
       retries: r.int('PROBE_RETRIES', 40, 1, 100000),
-      intervalMs: r.int('PROBE_INTERVAL_MS', 50, 1, 600000),
+      intervalMs: r.int('PROBE_INTERVAL_MS', 10, 1, 600000),
       maxIntervalMs: r.int('PROBE_MAX_INTERVAL_MS', 1000, 1, 600000),
     },
     load: parseAction('LOAD_ACTION', r.string('LOAD_ACTION', 'line:LOAD {file}=>OK'), ports),

@@ -59,6 +59,7 @@ export class DockerContainerDriver extends ContainerDriver implements OnModuleDe
   private readonly clients = new Map<string, Docker>();
   private readonly hosts = new Map<string, DockerHostConfig>();
   private readonly cpuSamples = new Map<string, CpuSample>();
+  private readonly lastUsage = new Map<string, HostUsage>();
   private readonly subscriptions = new Set<EventSubscription>();
   private readonly timeoutMs: number;
   /** Value of the owner label on this deployment's containers. */
@@ -274,16 +275,25 @@ export class DockerContainerDriver extends ContainerDriver implements OnModuleDe
     const field = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(meminfo)?.[1] ?? 0) * 1024;
     const total = field('MemTotal');
     const available = field('MemAvailable');
-    let previous = this.cpuSamples.get(host);
-    let sample = await this.procCpuSample();
-    if (!previous || sample.at - previous.at < 50 || sample.at - previous.at > 5000) {
-      // No recent window to compare with: measure one now.
-      previous = sample;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      sample = await this.procCpuSample();
+    const previous = this.cpuSamples.get(host);
+    const sample = await this.procCpuSample();
+    if (previous && sample.at - previous.at < 50) {
+      // Too short a window to mean anything: keep the last figure.
+      const last = this.lastUsage.get(host);
+      if (last) return { ...last, memoryTotalBytes: total, memoryUsedPercent: total > 0 ? ((total - available) / total) * 100 : 0 };
     }
-    this.cpuSamples.set(host, sample);
-    return this.usageFrom(total, available, previous, sample);
+    let from = previous;
+    let to = sample;
+    if (!from) {
+      // First measurement: take a short window now.
+      from = sample;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      to = await this.procCpuSample();
+    }
+    this.cpuSamples.set(host, to);
+    const usage = this.usageFrom(total, available, from, to);
+    this.lastUsage.set(host, usage);
+    return usage;
   }
 
   private usageFrom(total: number, available: number, from: CpuSample, to: CpuSample): HostUsage {

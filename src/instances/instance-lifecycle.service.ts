@@ -40,7 +40,7 @@ export class InstanceLifecycleService {
     if (!instance || instance.state !== 'creating') return null;
     const log = `instance ${instanceId}`;
     try {
-      let dockerId = instance.dockerId ?? (await this.findContainer(instance));
+      let dockerId = instance.dockerId;
       if (!dockerId) {
         const refusal = await this.usage.refusal(instance.host);
         if (refusal) {
@@ -48,7 +48,14 @@ export class InstanceLifecycleService {
           this.logger.warn(`${log}: creation refused: ${refusal}`);
           return null;
         }
-        dockerId = await this.driver.create(instance.host, containerSpec(this.config, instance));
+        try {
+          dockerId = await this.driver.create(instance.host, containerSpec(this.config, instance));
+        } catch (error) {
+          // A re-run after a crash finds the container it created under the same name: adopt it.
+          const existing = error instanceof ContainerDriverError && error.statusCode === 409 ? await this.findContainer(instance) : null;
+          if (!existing) throw error;
+          dockerId = existing;
+        }
       }
       if (!(await this.store.setDockerId(instanceId, dockerId))) {
         // The row moved on (deleted meanwhile): do not leave the container behind.
