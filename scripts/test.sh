@@ -16,9 +16,11 @@ step "unit specs"
 npx --no-install jest --config jest.config.js --json --outputFile=.stack/unit.json || status=1
 step "tests against Postgres, Redis and dockerd"
 npx --no-install jest --config test/jest-e2e.config.js --runInBand --json --outputFile=.stack/e2e.json || status=1
-if [ -f bench/run.ts ]; then
-  step "benchmark smoke run"
+step "benchmark smoke run (a few iterations of npm run bench; nothing is timed)"
+if npx --no-install tsc -p tsconfig.build.json; then
   BENCH_SMOKE=1 npx --no-install ts-node --transpile-only bench/run.ts || status=1
+else
+  status=1
 fi
 node -e '
   let passed = 0, failed = 0, skipped = 0;
