@@ -108,7 +108,9 @@ export class ServiceProcess {
     if (!existsSync(main)) throw new Error(`${main} is missing: build first (npx tsc -p tsconfig.build.json)`);
     const port = await freePort();
     const log = createWriteStream(logFile, { flags: 'a' });
-    const child = spawn(process.execPath, [main], {
+    // BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the service under the load.
+    const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+    const child = spawn(process.execPath, [...nodeArgs, main], {
       cwd: root,
       env: { PATH: process.env.PATH ?? '', ...env, HTTP_HOST: '127.0.0.1', HTTP_PORT: String(port) },
       stdio: ['ignore', 'pipe', 'pipe'],
