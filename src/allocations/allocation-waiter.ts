@@ -1,6 +1,7 @@
 import { Injectable, OnModuleInit } from '@nestjs/common';
 import { jobId } from '../queues/queue.constants';
 import { QueueProducer } from '../queues/queue.producer';
+import type { HandOut } from './allocation.store';
 
 /**
  * Wakes the requests waiting on allocate jobs as soon as Bull reports a job finished (global events
@@ -9,7 +10,7 @@ import { QueueProducer } from '../queues/queue.producer';
  */
 @Injectable()
 export class AllocationWaiter implements OnModuleInit {
-  private readonly waiting = new Map<string, Set<() => void>>();
+  private readonly waiting = new Map<string, Set<(handOut?: HandOut) => void>>();
 
   constructor(private readonly queues: QueueProducer) {}
 
@@ -18,33 +19,36 @@ export class AllocationWaiter implements OnModuleInit {
     void this.queues.high.on('global:failed', (jobId: string) => this.wake(String(jobId)));
   }
 
-  /** Wakes the waiters of an allocation at once; a worker in the same process calls it as soon as the row is settled. */
-  settled(allocationId: number): void {
-    this.wake(jobId.allocate(allocationId));
+  /**
+   * Wakes the waiters of an allocation at once; a worker in the same process calls it as soon as the
+   * row is settled, with the active allocation when it has it (the waiter then needs no read).
+   */
+  settled(allocationId: number, handOut?: HandOut): void {
+    this.wake(jobId.allocate(allocationId), handOut);
   }
 
-  private wake(job: string): void {
+  private wake(job: string, handOut?: HandOut): void {
     const waiters = this.waiting.get(job);
     if (!waiters) return;
     this.waiting.delete(job);
-    for (const resolve of waiters) resolve();
+    for (const resolve of waiters) resolve(handOut);
   }
 
-  /** Resolves when the job finishes or after `ms`, whichever comes first. */
-  wait(jobId: string, ms: number): Promise<void> {
+  /** Resolves when the job finishes (with the hand-out if a local worker gave it) or after `ms`, whichever comes first. */
+  wait(jobId: string, ms: number): Promise<HandOut | undefined> {
     return new Promise((resolve) => {
       let waiters = this.waiting.get(jobId);
       if (!waiters) {
         waiters = new Set();
         this.waiting.set(jobId, waiters);
       }
-      const done = () => {
+      const done = (handOut?: HandOut) => {
         clearTimeout(timer);
         this.waiting.get(jobId)?.delete(done);
         if (this.waiting.get(jobId)?.size === 0) this.waiting.delete(jobId);
-        resolve();
+        resolve(handOut);
       };
-      const timer = setTimeout(done, ms);
+      const timer = setTimeout(() => done(), ms);
       waiters.add(done);
     });
   }

@@ -9,7 +9,7 @@ import { InstanceStore } from '../instances/instance.store';
 import { WorkloadClient } from '../instances/workload-client';
 import { QueueProducer } from '../queues/queue.producer';
 import { AllocationWaiter } from './allocation-waiter';
-import { AllocationStore, ClaimedInstance } from './allocation.store';
+import { AllocationStore, ClaimedAllocation, ClaimedInstance, HandOut } from './allocation.store';
 
 const MAX_INSTANCE_TRIES = 5;
 const message = (error: unknown): string => (error instanceof Error ? error.message : String(error));
@@ -35,22 +35,32 @@ export class AllocationWorkerService {
     private readonly waiter: AllocationWaiter,
   ) {}
 
-  async allocate(allocationId: number): Promise<string> {
+  /** `held`: the instance the allocation took with its row (the API's claim), if any. */
+  async allocate(allocationId: number, held?: { instance: ClaimedInstance; fileUrl: string | null }): Promise<string> {
+    let handOut: HandOut | undefined;
     try {
-      return await this.allocateOnce(allocationId);
+      return await this.allocateOnce(allocationId, held, (active) => (handOut = active));
     } finally {
       // The row is settled (or will be re-run): wake a request waiting in this same process.
-      this.waiter.settled(allocationId);
+      this.waiter.settled(allocationId, handOut);
     }
   }
 
-  private async allocateOnce(allocationId: number): Promise<string> {
+  private async allocateOnce(
+    allocationId: number,
+    held: { instance: ClaimedInstance; fileUrl: string | null } | undefined,
+    onActive: (handOut: HandOut) => void,
+  ): Promise<string> {
     const log = `allocation ${allocationId}`;
     const started = performance.now();
     const phases: string[] = [];
     const mark = (phase: string) => phases.push(`${phase} ${(performance.now() - started).toFixed(1)}`);
     for (let attempt = 1; attempt <= MAX_INSTANCE_TRIES; attempt += 1) {
-      const claim = await this.allocations.claimIdle(allocationId);
+      // The API's claim: go straight to the engine, checking meanwhile that the row still holds the
+      // instance (a job re-run after its allocation settled must not touch what is no longer its own).
+      const fromApi = attempt === 1 && held !== undefined;
+      const claim = fromApi ? { allocation: { id: allocationId, fileUrl: held.fileUrl }, instance: held.instance } : await this.allocations.claimIdle(allocationId);
+      const stillHeld = fromApi ? this.allocations.holds(allocationId, held.instance.id).catch(() => false) : Promise.resolve(true);
       mark('claimed');
       if (claim === 'not-pending') return 'not pending';
       let instance: ClaimedInstance;
@@ -64,7 +74,7 @@ export class AllocationWorkerService {
         instance = claim.instance;
         wasPaused = !instance.hot;
       }
-      const allocation = claim === null ? await this.allocations.find(allocationId) : claim.allocation;
+      const allocation: ClaimedAllocation | null = claim === null ? await this.allocations.find(allocationId) : claim.allocation;
       if (!allocation) return 'gone';
       try {
         if (wasPaused) {
@@ -75,13 +85,19 @@ export class AllocationWorkerService {
           });
           mark('unpaused');
         }
+        if (!(await stillHeld)) {
+          this.logger.warn(`${log}: no longer holds instance ${instance.id}; leaving it`);
+          return 'not pending';
+        }
         const loaded = await this.workload.prepareAndCheck(targetOf(instance), allocation.fileUrl ?? undefined, this.config.workload.probe.timeoutMs * 2);
         mark('prepared');
-        if (await this.allocations.activate(allocationId, instance.id, loaded)) {
+        const active = await this.allocations.activate(allocationId, instance.id, loaded);
+        if (active) {
+          onActive(active);
           mark('active');
           this.logger.log(`${log}: active on instance ${instance.id}${loaded ? ` with ${loaded}` : ''}`);
           this.logger.debug?.(`${log}: ms since job start: ${phases.join(', ')}`);
-          void this.queues.replenish().catch(() => undefined);
+          this.queues.replenishSoon();
           return 'active';
         }
         // The allocation stopped waiting (timed out or cancelled): give the instance back.
@@ -159,7 +175,7 @@ export class AllocationWorkerService {
 
   async deallocate(instanceId: number): Promise<string> {
     const released = await this.lifecycle.release(instanceId);
-    if (released) void this.queues.replenish().catch(() => undefined);
+    if (released) this.queues.replenishSoon();
     return released ? 'idle' : 'not releasing';
   }
 }

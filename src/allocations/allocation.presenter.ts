@@ -23,7 +23,7 @@ export interface AllocationView {
   labels: Record<string, string>;
 }
 
-export function presentAllocation(config: AppConfig, base: string, allocation: Allocation, instance: Instance | null): AllocationView {
+export function presentAllocation(config: AppConfig, base: string, allocation: Allocation, instance: Pick<Instance, 'host' | 'ports'> | null): AllocationView {
   const host = instance ? config.docker.hosts.find((candidate) => candidate.name === instance.host) : undefined;
   const open = allocation.state === 'active';
   const address = (portName: string | undefined): string | null => {

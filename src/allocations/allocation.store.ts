@@ -42,6 +42,27 @@ function toAllocation(row: AllocationRow): Allocation {
   });
 }
 
+/** An allocation row with the address columns of its instance (i_host, i_ports), from one statement. */
+interface HandOutRow extends AllocationRow {
+  i_host: string | null;
+  i_ports: Record<string, number> | null;
+}
+
+/** What the presenter needs of an instance to give its address. */
+export type InstanceAddress = Pick<Instance, 'id' | 'host' | 'ports'>;
+
+/** An allocation as answered to its client, with the address of the instance it holds. */
+export interface HandOut {
+  allocation: Allocation;
+  instance: InstanceAddress | null;
+}
+
+function toHandOut(row: HandOutRow): HandOut {
+  const allocation = toAllocation(row);
+  const instance = row.instance_id !== null && row.i_host !== null ? { id: row.instance_id, host: row.i_host, ports: row.i_ports ?? {} } : null;
+  return { allocation, instance };
+}
+
 export type ClaimedInstance = Pick<Instance, 'id' | 'host' | 'dockerId' | 'ports' | 'hot'>;
 export type ClaimedAllocation = Pick<Allocation, 'id' | 'fileUrl'>;
 
@@ -69,15 +90,6 @@ export class AllocationStore {
     return this.dataSource.getRepository(Allocation).findOneBy({ idempotencyKey: key });
   }
 
-  async insertPending(input: NewAllocation): Promise<Allocation> {
-    const [row] = (await this.dataSource.query(
-      `INSERT INTO "allocation" ("state", "state_reason", "file_url", "lease_seconds", "labels", "idempotency_key")
-       VALUES ('pending', 'requested', $1, $2, $3, $4) RETURNING *`,
-      [input.fileUrl, input.leaseSeconds, JSON.stringify(input.labels), input.idempotencyKey],
-    )) as AllocationRow[];
-    return toAllocation(row);
-  }
-
   /** The allocation and the instance it references, in one round trip. */
   async findWithInstance(id: number): Promise<{ allocation: Allocation; instance: Instance | null } | null> {
     const rows = (await this.dataSource
@@ -92,33 +104,76 @@ export class AllocationStore {
   }
 
   /**
-   * The hot path: in one transaction take an unpaused idle spare and create the allocation already
+   * The hot path, one statement: take an unpaused idle spare and create the allocation already
    * active on it. No engine call: the spare was reset when it went back to the pool.
    */
-  async claimHotSpare(input: NewAllocation): Promise<Allocation | null> {
-    return this.dataSource.transaction(async (manager) => {
-      const [instance] = (await manager.query(
-        `SELECT "id", "loaded_file" FROM "instance" WHERE "state" = 'idle' AND "hot" ORDER BY "id" LIMIT 1 FOR UPDATE SKIP LOCKED`,
-      )) as { id: number; loaded_file: string | null }[];
-      if (!instance) return null;
-      const [row] = (await manager.query(
-        `INSERT INTO "allocation" ("state", "state_reason", "file_url", "lease_seconds", "labels", "idempotency_key")
-         VALUES ('pending', 'requested', $1, $2, $3, $4) RETURNING "id"`,
-        [input.fileUrl, input.leaseSeconds, JSON.stringify(input.labels), input.idempotencyKey],
-      )) as { id: number }[];
-      await manager.query(
-        `UPDATE "instance" SET "state" = 'allocated', "state_reason" = $2, "hot" = false,
-           "allocation_count" = "allocation_count" + 1 WHERE "id" = $1`,
-        [instance.id, `in use by allocation ${row.id} (hot spare)`],
-      );
-      await manager.query(
-        `UPDATE "allocation" SET "state" = 'active', "state_reason" = $3, "instance_id" = $2,
-           "holds_instance_state" = 'allocated', "loaded_file" = $4, "activated_at" = now(),
-           "expires_at" = now() + make_interval(secs => "lease_seconds") WHERE "id" = $1`,
-        [row.id, instance.id, `instance ${instance.id} handed out (hot spare)`, instance.loaded_file],
-      );
-      return this.find(row.id, manager);
-    });
+  async claimHotSpare(input: NewAllocation): Promise<HandOut | null> {
+    const [row] = (await this.dataSource.query(
+      `WITH n AS (
+         SELECT nextval(pg_get_serial_sequence('allocation', 'id'))::int AS "id"
+       ), i AS (
+         SELECT "id", "loaded_file" FROM "instance" WHERE "state" = 'idle' AND "hot" ORDER BY "id" LIMIT 1 FOR UPDATE SKIP LOCKED
+       ), ui AS (
+         UPDATE "instance" SET "state" = 'allocated', "state_reason" = 'in use by allocation ' || n."id"::text || ' (hot spare)',
+           "hot" = false, "allocation_count" = "allocation_count" + 1
+         FROM i, n WHERE "instance"."id" = i."id"
+         RETURNING "instance"."id", "instance"."host", "instance"."ports"
+       ), a AS (
+         INSERT INTO "allocation" ("id", "state", "state_reason", "file_url", "lease_seconds", "labels", "idempotency_key",
+           "instance_id", "holds_instance_state", "loaded_file", "activated_at", "expires_at")
+         SELECT n."id", 'active', 'instance ' || i."id"::text || ' handed out (hot spare)', $1, $2, $3, $4,
+           i."id", 'allocated', i."loaded_file", now(), now() + make_interval(secs => $2::int)
+         FROM n, i
+         RETURNING *
+       )
+       SELECT a.*, ui."host" AS "i_host", ui."ports" AS "i_ports" FROM a, ui`,
+      [input.fileUrl, input.leaseSeconds, JSON.stringify(input.labels), input.idempotencyKey],
+    )) as HandOutRow[];
+    return row ? toHandOut(row) : null;
+  }
+
+  /**
+   * The warm path's first half, one statement: the new allocation (pending) already holding an idle
+   * instance when there is one, so the worker goes straight to unpausing it. With no idle instance
+   * the allocation is inserted alone and the worker takes the cold path.
+   */
+  async insertClaiming(input: NewAllocation): Promise<{ allocation: Allocation; claimed: ClaimedInstance | null }> {
+    const [row] = (await this.dataSource.query(
+      `WITH n AS (
+         SELECT nextval(pg_get_serial_sequence('allocation', 'id'))::int AS "id"
+       ), i AS (
+         SELECT "id" FROM "instance" WHERE "state" = 'idle' ORDER BY "hot" DESC, "id" LIMIT 1 FOR UPDATE SKIP LOCKED
+       ), ui AS (
+         UPDATE "instance" SET "state" = 'allocated', "state_reason" = 'claimed by allocation ' || n."id"::text
+         FROM i, n WHERE "instance"."id" = i."id"
+         RETURNING "instance"."id", "instance"."host", "instance"."docker_id", "instance"."ports", "instance"."hot"
+       ), a AS (
+         INSERT INTO "allocation" ("id", "state", "state_reason", "file_url", "lease_seconds", "labels", "idempotency_key",
+           "instance_id", "holds_instance_state")
+         SELECT n."id", 'pending', CASE WHEN i."id" IS NULL THEN 'requested' ELSE 'preparing instance ' || i."id"::text END,
+           $1, $2, $3, $4, i."id", CASE WHEN i."id" IS NULL THEN NULL ELSE 'allocated' END
+         FROM n LEFT JOIN i ON true
+         RETURNING *
+       )
+       SELECT a.*, ui."host" AS "i_host", ui."ports" AS "i_ports", ui."docker_id" AS "i_docker_id", ui."hot" AS "i_hot"
+       FROM a LEFT JOIN ui ON ui."id" = a."instance_id"`,
+      [input.fileUrl, input.leaseSeconds, JSON.stringify(input.labels), input.idempotencyKey],
+    )) as (HandOutRow & { i_docker_id: string | null; i_hot: boolean | null })[];
+    const allocation = toAllocation(row);
+    const claimed =
+      row.instance_id === null || row.i_host === null
+        ? null
+        : { id: row.instance_id, host: row.i_host, dockerId: row.i_docker_id, ports: row.i_ports ?? {}, hot: row.i_hot ?? false };
+    return { allocation, claimed };
+  }
+
+  /** True while the allocation is pending and holds this instance: a job may go on preparing it. */
+  async holds(allocationId: number, instanceId: number): Promise<boolean> {
+    const rows = (await this.dataSource.query(
+      `SELECT 1 FROM "allocation" WHERE "id" = $1 AND "state" = 'pending' AND "instance_id" = $2 AND "holds_instance_state" = 'allocated'`,
+      [allocationId, instanceId],
+    )) as unknown[];
+    return rows.length > 0;
   }
 
   /**
@@ -200,22 +255,28 @@ export class AllocationStore {
     return true;
   }
 
-  /** pending -> active once the instance is ready; false when the allocation stopped waiting meanwhile. */
-  async activate(allocationId: number, instanceId: number, loadedFile: string | null): Promise<boolean> {
-    // One statement: the allocation becomes active and its instance records the hand-out, atomically.
-    const [, activated] = (await this.dataSource.query(
+  /**
+   * pending -> active once the instance is ready, in one statement that also records the hand-out
+   * on the instance. Returns the active allocation with its instance's address, or null when the
+   * allocation stopped waiting meanwhile.
+   */
+  async activate(allocationId: number, instanceId: number, loadedFile: string | null): Promise<HandOut | null> {
+    const [row] = (await this.dataSource.query(
       `WITH ua AS (
          UPDATE "allocation" SET "state" = 'active', "state_reason" = 'instance ' || $2::text || ' handed out',
            "loaded_file" = $3, "activated_at" = now(), "expires_at" = now() + make_interval(secs => "lease_seconds")
          WHERE "id" = $1 AND "state" = 'pending' AND "instance_id" = $2 AND "holds_instance_state" = 'allocated'
-         RETURNING "instance_id"
+         RETURNING *
+       ), ui AS (
+         UPDATE "instance" SET "state_reason" = 'in use by allocation ' || $1::text, "hot" = false, "loaded_file" = $3,
+           "allocation_count" = "allocation_count" + 1
+         FROM ua WHERE "instance"."id" = ua."instance_id"
+         RETURNING "instance"."host", "instance"."ports"
        )
-       UPDATE "instance" SET "state_reason" = 'in use by allocation ' || $1::text, "hot" = false, "loaded_file" = $3,
-         "allocation_count" = "allocation_count" + 1
-       FROM ua WHERE "instance"."id" = ua."instance_id"`,
+       SELECT ua.*, ui."host" AS "i_host", ui."ports" AS "i_ports" FROM ua, ui`,
       [allocationId, instanceId, loadedFile],
-    )) as [unknown, number];
-    return activated > 0;
+    )) as HandOutRow[];
+    return row ? toHandOut(row) : null;
   }
 
   /**

@@ -9,7 +9,7 @@ import { jobId } from '../queues/queue.constants';
 import { QueueProducer } from '../queues/queue.producer';
 import { AllocationWaiter } from './allocation-waiter';
 import { Allocation } from './allocation.entity';
-import { AllocationStore, NewAllocation } from './allocation.store';
+import { AllocationStore, InstanceAddress, NewAllocation } from './allocation.store';
 import { CreateAllocationDto } from './dto/create-allocation.dto';
 import { AllocationFilter } from './dto/list-allocations.query';
 
@@ -17,7 +17,7 @@ const POLL_MS = 250;
 
 export interface AllocationOutcome {
   allocation: Allocation;
-  instance: Instance | null;
+  instance: InstanceAddress | null;
   /** true when the answer is a new allocation made for this request. */
   created: boolean;
 }
@@ -42,19 +42,27 @@ export class AllocationsService {
       const existing = await this.store.findByKey(input.idempotencyKey);
       if (existing) return this.replay(existing, respondAsync);
     }
-    let allocation: Allocation | null = null;
+    let allocation: Allocation;
     try {
-      // Hot path: a spare that is already running and reset, taken in one transaction.
+      // Hot path: a spare that is already running and reset, taken in one statement.
       if (input.fileUrl === null && this.config.pool.hotSpares > 0) {
-        allocation = await this.store.claimHotSpare(input);
-      }
-      if (allocation) {
-        this.logger.log(`allocation ${allocation.id}: active on hot spare ${allocation.instanceId}`);
-        void this.queues.replenish().catch(() => undefined);
-        return { allocation, instance: await this.instanceOf(allocation), created: true };
+        const handed = await this.store.claimHotSpare(input);
+        if (handed) {
+          this.logger.log(`allocation ${handed.allocation.id}: active on hot spare ${handed.allocation.instanceId}`);
+          this.queues.replenishSoon();
+          return { ...handed, created: true };
+        }
       }
       this.queues.assertConnected();
-      allocation = await this.store.insertPending(input);
+      // Warm path: the new row already holds an idle instance; the worker only unpauses and resets it.
+      const { allocation: inserted, claimed } = await this.store.insertClaiming(input);
+      allocation = inserted;
+      await this.queues.allocate(claimed ? { allocationId: allocation.id, instance: claimed, fileUrl: input.fileUrl } : { allocationId: allocation.id }).catch(async (error: unknown) => {
+        await this.store.fail(allocation.id, 'queue', 'the job queue was unavailable');
+        // The instance it held goes back through a release (the monitor also finds it).
+        if (claimed) await this.returnUnheld(claimed.id);
+        throw error;
+      });
     } catch (error) {
       if (input.idempotencyKey && isUniqueViolation(error)) {
         const existing = await this.store.findByKey(input.idempotencyKey);
@@ -62,18 +70,17 @@ export class AllocationsService {
       }
       throw error;
     }
-    try {
-      await this.queues.allocate({ allocationId: allocation.id });
-    } catch (error) {
-      await this.store.fail(allocation.id, 'queue', 'the job queue was unavailable');
-      throw error;
-    }
     if (respondAsync) return { allocation, instance: null, created: true };
-    return this.settle(allocation.id, true);
+    return this.settle(allocation.id, true, false);
+  }
+
+  private async returnUnheld(instanceId: number): Promise<void> {
+    const count = await this.store.releaseIfUnheld(instanceId, 'its allocation could not be queued').catch(() => null);
+    if (count !== null) await this.queues.deallocate({ instanceId }, count).catch(() => undefined);
   }
 
   private async replay(existing: Allocation, respondAsync: boolean): Promise<AllocationOutcome> {
-    if (existing.state === 'pending' && !respondAsync) return this.settle(existing.id, false);
+    if (existing.state === 'pending' && !respondAsync) return this.settle(existing.id, false, true);
     return { allocation: existing, instance: await this.instanceOf(existing), created: false };
   }
 
@@ -103,25 +110,31 @@ export class AllocationsService {
   }
 
   /**
-   * Waits until the allocation leaves pending; the row tells the outcome. Past the timeout the
-   * allocation fails (if still pending) and the answer is a 503.
+   * Waits until the allocation leaves pending; the row tells the outcome (a worker in this process
+   * hands it over directly). Past the timeout the allocation fails (if still pending) and the
+   * answer is a 503. `readFirst` is false right after the insert, when the row is known pending.
    */
-  private async settle(id: number, created: boolean): Promise<AllocationOutcome> {
+  private async settle(id: number, created: boolean, readFirst: boolean): Promise<AllocationOutcome> {
     const deadline = Date.now() + this.config.allocation.timeoutMs;
     const job = jobId.allocate(id);
+    let read = readFirst;
     for (;;) {
-      const found = await this.store.findWithInstance(id);
-      if (!found) throw new NotFoundError(`allocation ${id} does not exist`);
-      if (found.allocation.state !== 'pending') return this.outcome(found.allocation, created, found.instance);
+      if (read) {
+        const found = await this.store.findWithInstance(id);
+        if (!found) throw new NotFoundError(`allocation ${id} does not exist`);
+        if (found.allocation.state !== 'pending') return this.outcome(found.allocation, created, found.instance);
+      }
+      read = true;
       const remaining = deadline - Date.now();
       if (remaining <= 0) break;
-      await this.waiter.wait(job, Math.min(POLL_MS, remaining));
+      const handed = await this.waiter.wait(job, Math.min(POLL_MS, remaining));
+      if (handed) return this.outcome(handed.allocation, created, handed.instance);
     }
     await this.store.fail(id, 'timeout', `no instance was ready within ${this.config.allocation.timeoutMs} ms`);
     return this.outcome((await this.store.find(id))!, created);
   }
 
-  private async outcome(allocation: Allocation, created: boolean, instance?: Instance | null): Promise<AllocationOutcome> {
+  private async outcome(allocation: Allocation, created: boolean, instance?: InstanceAddress | null): Promise<AllocationOutcome> {
     if (allocation.state === 'failed') {
       const message = `allocation ${allocation.id} failed: ${allocation.stateReason}`;
       switch (allocation.failure) {
@@ -170,13 +183,16 @@ export class AllocationsService {
   /** Ends the allocation (idempotent: an ended one is answered as it is) and queues the instance's release. */
   async deallocate(id: number): Promise<{ allocation: Allocation; instance: Instance | null }> {
     const { releaseInstance } = await this.store.close(id, 'ended', 'ended by the client');
-    if (releaseInstance) {
-      // The release is re-derived from the row by the monitor if the job cannot be queued now.
-      await this.queues.deallocate({ instanceId: releaseInstance.id }, releaseInstance.allocationCount).catch((error: unknown) => {
-        this.logger.warn(`instance ${releaseInstance.id}: deallocate job not queued: ${String(error)}`);
-      });
-    }
-    return this.get(id);
+    // The release is queued while the answer is read; the monitor re-derives it from the row if the
+    // job cannot be queued now.
+    const queued = releaseInstance
+      ? this.queues.deallocate({ instanceId: releaseInstance.id }, releaseInstance.allocationCount).then(
+          () => undefined,
+          (error: unknown) => this.logger.warn(`instance ${releaseInstance.id}: deallocate job not queued: ${String(error)}`),
+        )
+      : undefined;
+    const [answer] = await Promise.all([this.get(id), queued]);
+    return answer;
   }
 
   async renew(id: number, seconds: number | undefined): Promise<{ allocation: Allocation; instance: Instance | null }> {

@@ -27,7 +27,9 @@ export class QueueWorkersService implements OnApplicationBootstrap, OnModuleDest
 
   onApplicationBootstrap(): void {
     const { high, normal } = this.config.workerConcurrency;
-    this.register(this.queues.high, HighJob.Allocate, high, (job: Job<AllocateJob>) => this.allocations.allocate(job.data.allocationId));
+    this.register(this.queues.high, HighJob.Allocate, high, (job: Job<AllocateJob>) =>
+       this.allocations.allocate(job.data.allocationId, job.data.instance && { instance: job.data.instance, fileUrl: job.data.fileUrl ?? null }),
+    );
     this.register(this.queues.high, HighJob.Deallocate, high, (job: Job<DeallocateJob>) => this.allocations.deallocate(job.data.instanceId));
     this.register(this.queues.normal, NormalJob.Create, normal, async (job: Job<InstanceJob>) => {
       const started = await this.lifecycle.create(job.data.instanceId);

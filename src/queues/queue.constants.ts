@@ -24,6 +24,10 @@ export type NormalJobName = (typeof NormalJob)[keyof typeof NormalJob];
 /** Every job names the row it moves forward; the row, not the job, is the truth. */
 export interface AllocateJob {
   allocationId: number;
+  /** The idle instance the allocation already holds (claimed with the row), so the worker reads nothing first. */
+  instance?: { id: number; host: string; dockerId: string | null; ports: Record<string, number>; hot: boolean };
+  /** The allocation's file (with `instance`). */
+  fileUrl?: string | null;
 }
 export interface DeallocateJob {
   instanceId: number;

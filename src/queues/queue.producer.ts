@@ -15,6 +15,8 @@ import {
 } from './queue.constants';
 
 const ADD_TIMEOUT_MS = 2000;
+/** Hand-outs and releases ask for a pool top-up; at most one is queued per this window. */
+const REPLENISH_COALESCE_MS = 50;
 
 /** The one place jobs are enqueued. Fails fast with a clear 503 while Redis is unreachable instead of hanging. */
 @Injectable()
@@ -58,6 +60,21 @@ export class QueueProducer {
       delay: delayMs,
       jobId: jobId.restart(data.instanceId, restartCount),
     });
+  }
+
+  private replenishTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * A pool top-up shortly: the requests of a burst of hand-outs and releases become one job, queued
+   * after the burst instead of one per allocation on its critical path.
+   */
+  replenishSoon(): void {
+    if (this.replenishTimer) return;
+    this.replenishTimer = setTimeout(() => {
+      this.replenishTimer = undefined;
+      this.replenish().catch((error: unknown) => this.logger.debug(`pool top-up not queued: ${String(error)}`));
+    }, REPLENISH_COALESCE_MS);
+    this.replenishTimer.unref();
   }
 
   replenish(): Promise<Job<Record<string, never>>> {
