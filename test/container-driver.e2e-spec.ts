@@ -51,6 +51,28 @@ describe('DockerContainerDriver against the real engine', () => {
     await expect(client.probe(target)).resolves.toBe('PONG');
   });
 
+  it('treats a start, pause or unpause that finds the container already so as done (a job run twice)', async () => {
+    const target = { instanceId: 9001, host: 'local', dockerId: id, ports };
+    await driver.start('local', id); // 304 from the engine
+    await driver.pause('local', id);
+    await driver.pause('local', id); // 409 "already paused"
+    expect(await driver.inspect('local', id)).toMatchObject({ paused: true });
+    await driver.unpause('local', id);
+    await driver.unpause('local', id); // "not paused"
+    expect(await driver.inspect('local', id)).toMatchObject({ paused: false, running: true });
+    await expect(client.probe(target)).resolves.toBe('PONG');
+  });
+
+  it('still fails to unpause or pause a container that is not running', async () => {
+    const stopped = await driver.create('local', containerSpec(config, { id: 9002, containerName: `${TEST_NAMESPACE}-driver-stopped`, ports: { ipc: PORT_BASE + 902, vnc: PORT_BASE + 903 } }));
+    try {
+      await expect(driver.unpause('local', stopped)).rejects.toThrow(/is not paused/);
+      await expect(driver.pause('local', stopped)).rejects.toThrow(/is not running/);
+    } finally {
+      await driver.remove('local', stopped);
+    }
+  });
+
   it('runs a command inside the container with exec and reports its exit code and output', async () => {
     const ok = await driver.exec('local', id, ['/ptdemo', 'ctl', '--port', String(PORT_BASE + 900), 'STATUS'], 5000);
     expect(ok.exitCode).toBe(0);

@@ -164,15 +164,34 @@ export class DockerContainerDriver extends ContainerDriver implements OnModuleDe
   }
 
   async start(host: string, id: string): Promise<void> {
-    await this.call(`start ${id.slice(0, 12)}`, () => this.client(host).getContainer(id).start());
+    try {
+      await this.call(`start ${id.slice(0, 12)}`, () => this.client(host).getContainer(id).start());
+    } catch (error) {
+      // 304: already started (a job re-run after a crash started it the first time).
+      if (error instanceof ContainerDriverError && error.statusCode === 304) return;
+      throw error;
+    }
   }
 
   async pause(host: string, id: string): Promise<void> {
-    await this.call(`pause ${id.slice(0, 12)}`, () => this.client(host).getContainer(id).pause());
+    try {
+      await this.call(`pause ${id.slice(0, 12)}`, () => this.client(host).getContainer(id).pause());
+    } catch (error) {
+      // 409 "already paused" is the state asked for; "not running" stays an error.
+      if (error instanceof ContainerDriverError && /is already paused/i.test(error.message)) return;
+      throw error;
+    }
   }
 
   async unpause(host: string, id: string): Promise<void> {
-    await this.call(`unpause ${id.slice(0, 12)}`, () => this.client(host).getContainer(id).unpause());
+    try {
+      await this.call(`unpause ${id.slice(0, 12)}`, () => this.client(host).getContainer(id).unpause());
+    } catch (error) {
+      // "not paused" (409, or 500 from older engines) is the state asked for only if it runs: a stopped
+      // container is not paused either, and that stays an error.
+      if (error instanceof ContainerDriverError && /is not paused/i.test(error.message) && (await this.inspect(host, id)).running) return;
+      throw error;
+    }
   }
 
   async restart(host: string, id: string): Promise<void> {
