@@ -23,7 +23,8 @@ import { Samples, Summary, round, summarize } from './stats';
 const ROOT = resolve(__dirname, '..');
 const SMOKE = process.env.BENCH_SMOKE === '1';
 const NS = process.env.BENCH_NAMESPACE ?? 'ptim-bench';
-const PORT_BASE = Number(process.env.BENCH_PORT_BASE ?? 46000);
+// Below the kernel's ephemeral range (32768-60999 by default), so no outgoing connection holds a port an app must bind.
+const PORT_BASE = Number(process.env.BENCH_PORT_BASE ?? 30000);
 const OUT = resolve(process.env.BENCH_OUT ?? (SMOKE ? join(ROOT, '.stack', 'bench-smoke') : join(ROOT, 'bench', 'results')));
 
 const PLAN = SMOKE

@@ -408,6 +408,18 @@ docker_stop() {
   if [ "$(cat "$DOCKERD_PIDFILE" 2>/dev/null || true)" = "$pid" ]; then rm -f "$DOCKERD_PIDFILE"; fi
 }
 
+# The app ports of the local profile and the tests (40000-49999) lie inside the kernel's ephemeral
+# range: reserve them, so that no outgoing connection's source port stops an app from binding its own.
+reserve_app_ports() {
+  local file=/proc/sys/net/ipv4/ip_local_reserved_ports current
+  [ -w "$file" ] || return 0
+  current=$(cat "$file")
+  case ",$current," in *",40000-49999,"*) return 0 ;; esac
+  if echo "${current:+$current,}40000-49999" >"$file" 2>/dev/null; then
+    say "reserved ports 40000-49999 for the apps (net.ipv4.ip_local_reserved_ports)"
+  fi
+}
+
 # --- commands -------------------------------------------------------------------------------
 urlencode() {
   local LC_ALL=C s=$1 out='' c i
@@ -439,6 +451,7 @@ case "${1:-}" in
     pg_databases
     redis_start
     docker_start
+    reserve_app_ports
     say "up in $(awk -v a="$started" -v b="${EPOCHREALTIME/,/.}" 'BEGIN { printf "%.1f", b - a }') s"
     ;;
   env)
