@@ -54,7 +54,9 @@ export const jobId = {
 
 const BASE: JobOptions = {
   removeOnComplete: true,
-  removeOnFail: 1000,
+  // A kept failed job would block its id: the monitor's re-queue of the same request would be a no-op.
+  // Failures are logged by the processor, and the row keeps the reason.
+  removeOnFail: true,
 };
 
 export const JOB_OPTIONS = {
