@@ -1,6 +1,8 @@
 import { TEST_NAMESPACE } from './support/env';
 import request from 'supertest';
+import { AllocationStore } from '../src/allocations/allocation.store';
 import { OWNER_LABEL } from '../src/container-driver/container-driver';
+import { MonitorService } from '../src/health/monitor.service';
 import { appStatus, askApp } from './support/app-client';
 import { docker, eventually, Harness, sleep, startService } from './support/harness';
 
@@ -212,6 +214,33 @@ describe('allocations', () => {
       expect(await paused(instance.dockerId)).toBe(true);
       const next = await request(service.url).post('/allocations').expect(201);
       expect(next.body.instanceId).toBe(instance.id);
+    } finally {
+      await service.close();
+    }
+  });
+
+  it('keeps an allocation whose lease was renewed after the monitor found it due: the renewal wins', async () => {
+    const service = await startService({ MAX_INSTANCES: '1', MONITOR_ENABLED: 'false' });
+    try {
+      await pool(service, 1);
+      const { body } = await request(service.url).post('/allocations').send({ leaseSeconds: 60 }).expect(201);
+      await service.dataSource.query(`UPDATE allocation SET expires_at = now() - interval '1 second' WHERE id = $1`, [body.id]);
+      const store = service.app.get(AllocationStore);
+      const dueForExpiry = store.dueForExpiry.bind(store);
+      let found: number[] = [];
+      // The renewal lands between the monitor's read of the due leases and its expiry of them.
+      jest.spyOn(store, 'dueForExpiry').mockImplementationOnce(async (limit?: number) => {
+        found = await dueForExpiry(limit);
+        await request(service.url).post(`/allocations/${body.id}/lease`).send({ leaseSeconds: 600 }).expect(200);
+        return found;
+      });
+      const report = await service.app.get(MonitorService).pass();
+      expect(found).toContain(body.id);
+      expect(report.repairs).not.toContain(`allocation ${body.id}: lease expired`);
+      const { body: after } = await request(service.url).get(`/allocations/${body.id}`).expect(200);
+      expect(after).toMatchObject({ status: 'active', instanceId: body.instanceId });
+      expect(new Date(after.expiresAt).getTime()).toBeGreaterThan(Date.now() + 500000);
+      expect((await request(service.url).get(`/instances/${body.instanceId}`).expect(200)).body.state).toBe('allocated');
     } finally {
       await service.close();
     }

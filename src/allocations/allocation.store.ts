@@ -333,10 +333,14 @@ export class AllocationStore {
         );
         return { closed: true, releaseInstance: null };
       }
-      await tx.query(
-        `UPDATE "allocation" SET "state" = $2, "state_reason" = $3, "holds_instance_state" = NULL, "deleted_at" = now() WHERE "id" = $1`,
+      // An expiry re-checks the lease in the same statement: a renewal that landed since the lease
+      // was found due wins, and the allocation stays active.
+      const [, closed] = (await tx.query(
+        `UPDATE "allocation" SET "state" = $2, "state_reason" = $3, "holds_instance_state" = NULL, "deleted_at" = now()
+         WHERE "id" = $1 AND "state" = 'active' AND ($2 <> 'expired' OR "expires_at" < now())`,
         [allocationId, to, reason],
-      );
+      )) as [unknown, number];
+      if (closed === 0) return { closed: false, releaseInstance: null };
       const released = (await tx.query(
         `UPDATE "instance" SET "state" = 'releasing', "state_reason" = $2 WHERE "id" = $1 AND "state" = 'allocated'
          RETURNING "id", "allocation_count"`,
