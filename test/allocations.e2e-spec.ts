@@ -3,6 +3,7 @@ import request from 'supertest';
 import { AllocationStore } from '../src/allocations/allocation.store';
 import { OWNER_LABEL } from '../src/container-driver/container-driver';
 import { MonitorService } from '../src/health/monitor.service';
+import { InstanceLifecycleService } from '../src/instances/instance-lifecycle.service';
 import { appStatus, askApp } from './support/app-client';
 import { docker, eventually, Harness, sleep, startService } from './support/harness';
 
@@ -253,6 +254,39 @@ describe('allocations', () => {
       expect(await askApp(body.packetTracer, 'PING')).toBe('PONG');
       const refused = await request(service.url).post('/allocations').expect(503);
       expect(refused.body.message).toContain('maximum of 1 instances');
+    } finally {
+      await service.close();
+    }
+  });
+
+  it('claims the instance it creates on the cold path before probing it, so nothing else can pool or take it', async () => {
+    const service = await startService({ MAX_INSTANCES: '1', WORKLOAD_ENV: 'PT_BIND=127.0.0.1,PT_START_DELAY_MS=3000', MONITOR_ENABLED: 'false' });
+    try {
+      const { body: first } = await request(service.url).post('/allocations').set('Prefer', 'respond-async').expect(202);
+      const started = await eventually(async () => {
+        const rows = (await service.dataSource.query(`SELECT id, state, ports FROM instance WHERE state NOT IN ('creating', 'starting')`)) as {
+          id: number;
+          state: string;
+          ports: { ipc: number };
+        }[];
+        return rows[0];
+      }, 15000, 'the new instance to leave starting');
+      // Its app is still starting, and the allocation that made it already holds it.
+      await expect(askApp(`127.0.0.1:${started.ports.ipc}`, 'PING', 300)).rejects.toThrow();
+      expect(started.state).toBe('allocated');
+      const [held] = (await service.dataSource.query(`SELECT instance_id, holds_instance_state FROM allocation WHERE id = $1`, [first.id])) as {
+        instance_id: number;
+        holds_instance_state: string;
+      }[];
+      expect(held).toEqual({ instance_id: started.id, holds_instance_state: 'allocated' });
+      // A wait-ready job for it (the monitor re-queues one for a slow start) leaves it alone.
+      expect(await service.app.get(InstanceLifecycleService).waitReady(started.id)).toBe(false);
+      const active = await eventually(async () => {
+        const { body } = await request(service.url).get(`/allocations/${first.id}`).expect(200);
+        return body.status === 'active' ? body : undefined;
+      }, 20000, 'the allocation to become active');
+      expect(active.instanceId).toBe(started.id);
+      expect(await askApp(active.packetTracer, 'PING')).toBe('PONG');
     } finally {
       await service.close();
     }

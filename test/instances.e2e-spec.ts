@@ -1,7 +1,8 @@
 import { PORT_BASE, TEST_NAMESPACE } from './support/env';
 import request from 'supertest';
-import { INSTANCE_LABEL, OWNER_LABEL } from '../src/container-driver/container-driver';
-import { docker, eventually, Harness, startService } from './support/harness';
+import { ContainerDriver, INSTANCE_LABEL, OWNER_LABEL } from '../src/container-driver/container-driver';
+import { InstanceLifecycleService } from '../src/instances/instance-lifecycle.service';
+import { docker, eventually, Harness, sleep, startService } from './support/harness';
 
 const containersOf = async (owner = TEST_NAMESPACE) =>
   docker.listContainers({ all: true, filters: { label: [`${OWNER_LABEL}=${owner}`] } });
@@ -172,6 +173,34 @@ describe('instances', () => {
         await service.close();
       }
     });
+  });
+
+  it('pauses a ready instance and pools it under its row lock: a claim racing the pause waits, then finds it idle', async () => {
+    const service = await startService({ MAX_INSTANCES: '1', MONITOR_ENABLED: 'false' });
+    try {
+      const { body: instance } = await request(service.url).post('/instances?wait=true').expect(201);
+      // Back to starting with a running container, as if it had just been started.
+      await docker.getContainer(instance.dockerId).unpause();
+      await service.dataSource.query(`UPDATE instance SET state = 'starting', state_reason = 'test: started' WHERE id = $1`, [instance.id]);
+      const driver = service.app.get(ContainerDriver);
+      const pause = driver.pause.bind(driver);
+      let claim: Promise<number> | undefined;
+      jest.spyOn(driver, 'pause').mockImplementationOnce(async (host: string, id: string) => {
+        // What the cold path does to a starting instance, while the pause is under way.
+        claim = service.dataSource
+          .query(`UPDATE instance SET state = 'allocated', state_reason = 'test: claimed' WHERE id = $1 AND state = 'starting'`, [instance.id])
+          .then(([, count]: [unknown, number]) => count);
+        await sleep(300);
+        await pause(host, id);
+      });
+      expect(await service.app.get(InstanceLifecycleService).waitReady(instance.id)).toBe(true);
+      expect(await claim).toBe(0);
+      const { body: after } = await request(service.url).get(`/instances/${instance.id}`).expect(200);
+      expect(after.state).toBe('idle');
+      expect((await docker.getContainer(instance.dockerId).inspect()).State.Paused).toBe(true);
+    } finally {
+      await service.close();
+    }
   });
 
   describe('readiness failures', () => {

@@ -67,7 +67,9 @@ export class AllocationWorkerService {
       let wasPaused: boolean;
       if (claim === null) {
         const fresh = await this.createForAllocation(allocationId);
-        if (fresh === null) return 'failed';
+        if (fresh === 'failed') return 'failed';
+        // The new instance was lost meanwhile: the next attempt finds out whether the allocation still waits.
+        if (fresh === 'lost') continue;
         instance = fresh;
         wasPaused = false;
       } else {
@@ -124,8 +126,12 @@ export class AllocationWorkerService {
     return 'failed';
   }
 
-  /** Cold path: create an instance for this allocation, within the limits, and wait until it answers. */
-  private async createForAllocation(allocationId: number): Promise<Instance | null> {
+  /**
+   * Cold path: create an instance for this allocation, within the limits, and wait until it answers.
+   * The allocation claims it as soon as it is started, before the probe: a starting instance that
+   * turned idle could be taken by another allocation (or pooled by a wait-ready job).
+   */
+  private async createForAllocation(allocationId: number): Promise<Instance | 'failed' | 'lost'> {
     const log = `allocation ${allocationId}`;
     let reserved: Instance;
     try {
@@ -133,7 +139,7 @@ export class AllocationWorkerService {
     } catch (error) {
       if (error instanceof CapacityError) {
         await this.allocations.fail(allocationId, 'capacity', error.message);
-        return null;
+        return 'failed';
       }
       throw error;
     }
@@ -142,21 +148,22 @@ export class AllocationWorkerService {
     if (!started) {
       const row = await this.instances.find(reserved.id);
       await this.allocations.fail(allocationId, row?.state === 'deleted' ? 'capacity' : 'engine', `instance ${reserved.id}: ${row?.stateReason ?? 'creation failed'}`);
-      return null;
-    }
-    const result = await this.lifecycle.probeUntilReady(started, async () => (await this.instances.find(reserved.id))?.state === 'starting');
-    if (!result.ready) {
-      await this.instances.transition(reserved.id, ['starting'], 'error', result.reason);
-      await this.allocations.fail(allocationId, 'engine', `new instance ${reserved.id} did not become ready: ${result.reason}`);
-      return null;
+      return 'failed';
     }
     if (!(await this.allocations.claimFresh(allocationId, reserved.id))) {
-      // The allocation gave up meanwhile: the new instance joins the pool through the usual path.
+      // The allocation gave up meanwhile (or the instance moved on): the new instance joins the pool through the usual path.
       await this.lifecycle.waitReady(reserved.id);
-      return null;
+      return 'lost';
+    }
+    const result = await this.lifecycle.probeUntilReady(started, async () => (await this.instances.find(reserved.id))?.state === 'allocated');
+    if (!result.ready) {
+      if (result.reason === 'superseded') return 'lost';
+      await this.allocations.dropFailedInstance(allocationId, reserved.id, result.reason);
+      await this.allocations.fail(allocationId, 'engine', `new instance ${reserved.id} did not become ready: ${result.reason}`);
+      return 'failed';
     }
     await this.instances.transition(reserved.id, ['allocated'], 'allocated', `created for allocation ${allocationId}`, { readyAt: 'now' });
-    return this.instances.find(reserved.id);
+    return (await this.instances.find(reserved.id)) ?? 'lost';
   }
 
   private async returnOrphan(instanceId: number): Promise<void> {

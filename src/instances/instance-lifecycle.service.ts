@@ -122,16 +122,27 @@ export class InstanceLifecycleService {
       await this.store.transition(instanceId, ['starting'], 'error', result.reason);
       return false;
     }
+    const dockerId = instance.dockerId;
     try {
       const loaded = await this.workload.prepare(targetOf(instance), undefined, this.config.workload.probe.timeoutMs * 2);
       const hot = await this.wantsHotSpare();
-      if (!hot) await this.driver.pause(instance.host, instance.dockerId);
-      const moved = await this.store.transition(instanceId, ['starting'], 'idle', hot ? `${result.reason}, hot spare` : `${result.reason}, paused`, {
-        hot,
-        loadedFile: loaded,
-        readyAt: 'now',
-        restartCount: 0,
-        nextRestartAt: null,
+      // The pause and starting -> idle happen under the row lock, only while the row is still starting:
+      // a concurrent delete or claim waits, then finds the row moved on, and is never paused under.
+      const moved = await this.dataSource.transaction(async (manager) => {
+        const [row] = (await manager.query(`SELECT "id" FROM "instance" WHERE "id" = $1 AND "state" = 'starting' FOR UPDATE`, [
+          instanceId,
+        ])) as { id: number }[];
+        if (!row) return false;
+        if (!hot) await this.driver.pause(instance.host, dockerId);
+        const reason = hot ? `${result.reason}, hot spare` : `${result.reason}, paused`;
+        return this.store.transition(
+          instanceId,
+          ['starting'],
+          'idle',
+          reason,
+          { hot, loadedFile: loaded, readyAt: 'now', restartCount: 0, nextRestartAt: null },
+          manager,
+        );
       });
       if (moved) this.logger.log(`${log}: idle${hot ? ' (hot)' : ''}`);
       return moved;
