@@ -3,6 +3,7 @@ import { DataSource } from 'typeorm';
 import { INSTANCE_LABEL, OWNER_LABEL } from '../src/container-driver/container-driver';
 import { dataSourceOptions } from '../src/database/data-source-options';
 import { LeaderElectionService } from '../src/health/leader-election.service';
+import { PoolService } from '../src/instances/pool.service';
 import { PORT_BASE, TEST_NAMESPACE, testEnv } from './support/env';
 import { docker, eventually, Harness, sleep, startService } from './support/harness';
 
@@ -79,5 +80,20 @@ describe('monitor', () => {
       expect(deleted.stateReason).toMatch(/gave up after 3 restart\(s\): test: hopeless/);
       await expect(docker.getContainer(instance.dockerId).inspect()).rejects.toMatchObject({ statusCode: 404 });
     });
+  });
+
+  it('tops the pool up once when several workers do it at the same time: the deficit is counted under the capacity lock', async () => {
+    const service = await startService({ MAX_INSTANCES: '10', POOL_MIN_IDLE: '2', MONITOR_ENABLED: 'false' });
+    try {
+      const pool = service.app.get(PoolService);
+      const results = await Promise.all(Array.from({ length: 4 }, () => pool.replenish()));
+      expect(results.map((result) => result.created).reduce((sum, created) => sum + created, 0)).toBe(2);
+      const [{ count }] = (await service.dataSource.query(`SELECT count(*)::int AS count FROM instance`)) as { count: number }[];
+      expect(count).toBe(2);
+      await eventually(async () => (await request(service.url).get('/instances?show=deallocated')).body.length === 2, 30000, 'two idle instances');
+      expect((await pool.replenish()).created).toBe(0);
+    } finally {
+      await service.close();
+    }
   });
 });

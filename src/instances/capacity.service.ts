@@ -52,13 +52,22 @@ export class CapacityService implements OnApplicationBootstrap {
     return Object.keys(this.config.workload.ports).length;
   }
 
-  /** Reserves `count` new instances (all or none) and returns their rows, in state creating. */
-  async reserve(count: number, reason: string, outer?: EntityManager): Promise<Instance[]> {
+  /** Takes the capacity lock until the end of the transaction (the lock is re-entrant). */
+  async lock(manager: EntityManager): Promise<void> {
+    await manager.query('SELECT pg_advisory_xact_lock($1)', [CAPACITY_LOCK]);
+  }
+
+  /**
+   * Reserves `count` new instances and returns their rows, in state creating: all or none, or with
+   * `upTo` as many as the limits allow (at least one).
+   */
+  async reserve(count: number, reason: string, outer?: EntityManager, upTo = false): Promise<Instance[]> {
     const work = async (manager: EntityManager): Promise<Instance[]> => {
-      await manager.query('SELECT pg_advisory_xact_lock($1)', [CAPACITY_LOCK]);
+      await this.lock(manager);
       const loads = await this.loads(manager);
       const created: Instance[] = [];
       for (let index = 0; index < count; index += 1) {
+        if (upTo && created.length > 0 && loads.every((load) => this.refusal(load) !== null)) break;
         const host = this.place(loads);
         created.push(await this.insert(manager, host.host, reason));
         host.live += 1;

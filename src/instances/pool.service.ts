@@ -5,6 +5,7 @@ import { CapacityError } from '../common/errors';
 import { ContainerDriver } from '../container-driver/container-driver';
 import { QueueProducer } from '../queues/queue.producer';
 import { CapacityService } from './capacity.service';
+import { Instance } from './instance.entity';
 
 /** Keeps the idle pool at its minimum (within the limits) and the configured number of hot spares unpaused. */
 @Injectable()
@@ -23,23 +24,26 @@ export class PoolService {
     const target = Math.max(this.config.pool.minIdle, this.config.pool.hotSpares);
     let created = 0;
     if (target > 0) {
-      const [{ count }] = (await this.dataSource.query(
-        `SELECT count(*)::int AS "count" FROM "instance" WHERE "state" IN ('idle', 'creating', 'starting')`,
-      )) as { count: number }[];
-      const deficit = target - count;
-      for (let index = 0; index < deficit; index += 1) {
-        try {
-          const [instance] = await this.capacity.reserve(1, 'pool below its minimum');
-          await this.queues.create({ instanceId: instance.id }).catch(() => undefined);
-          created += 1;
-        } catch (error) {
-          if (error instanceof CapacityError) {
-            this.logger.debug?.(`pool top-up stopped: ${error.message}`);
-            break;
-          }
-          throw error;
-        }
+      let reserved: Instance[] = [];
+      try {
+        // The deficit is counted under the capacity lock and reserved before it is released: two
+        // workers topping up at once (a monitor pass and a replenish job) cannot both fill one gap.
+        reserved = await this.dataSource.transaction(async (manager) => {
+          await this.capacity.lock(manager);
+          const [{ count }] = (await manager.query(
+            `SELECT count(*)::int AS "count" FROM "instance" WHERE "state" IN ('idle', 'creating', 'starting')`,
+          )) as { count: number }[];
+          const deficit = target - count;
+          return deficit > 0 ? this.capacity.reserve(deficit, 'pool below its minimum', manager, true) : [];
+        });
+      } catch (error) {
+        if (!(error instanceof CapacityError)) throw error;
+        this.logger.debug?.(`pool top-up stopped: ${error.message}`);
       }
+      for (const instance of reserved) {
+        await this.queues.create({ instanceId: instance.id }).catch(() => undefined);
+      }
+      created = reserved.length;
       if (created > 0) this.logger.log(`pool top-up: creating ${created} instance(s) towards ${target} idle`);
     }
     const warmed = await this.warmHotSpares();
