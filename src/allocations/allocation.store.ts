@@ -319,37 +319,34 @@ export class AllocationStore {
     reason: string,
     manager?: EntityManager,
   ): Promise<{ closed: boolean; releaseInstance: { id: number; allocationCount: number } | null }> {
-    const work = async (tx: EntityManager) => {
-      const [row] = (await tx.query(`SELECT "state", "instance_id" FROM "allocation" WHERE "id" = $1 FOR UPDATE`, [allocationId])) as {
-        state: string;
-        instance_id: number | null;
-      }[];
-      if (!row || (row.state !== 'active' && row.state !== 'pending')) return { closed: false, releaseInstance: null };
-      if (row.state === 'pending') {
-        await tx.query(
-          `UPDATE "allocation" SET "state" = 'failed', "failure" = 'cancelled', "state_reason" = $2,
-             "holds_instance_state" = NULL, "deleted_at" = now() WHERE "id" = $1`,
-          [allocationId, reason],
-        );
-        return { closed: true, releaseInstance: null };
-      }
-      // An expiry re-checks the lease in the same statement: a renewal that landed since the lease
-      // was found due wins, and the allocation stays active.
-      const [, closed] = (await tx.query(
-        `UPDATE "allocation" SET "state" = $2, "state_reason" = $3, "holds_instance_state" = NULL, "deleted_at" = now()
-         WHERE "id" = $1 AND "state" = 'active' AND ($2 <> 'expired' OR "expires_at" < now())`,
-        [allocationId, to, reason],
-      )) as [unknown, number];
-      if (closed === 0) return { closed: false, releaseInstance: null };
-      const released = (await tx.query(
-        `UPDATE "instance" SET "state" = 'releasing', "state_reason" = $2 WHERE "id" = $1 AND "state" = 'allocated'
-         RETURNING "id", "allocation_count"`,
-        [row.instance_id, `${to === 'expired' ? 'lease expired' : 'released'} by allocation ${allocationId}`],
-      )) as [{ id: number; allocation_count: number }[], number];
-      const instance = released[0][0];
-      return { closed: true, releaseInstance: instance ? { id: instance.id, allocationCount: instance.allocation_count } : null };
+    // One statement: lock the open allocation, end it (a pending one fails as cancelled) and move the
+    // instance it held to releasing. An expiry re-checks the lease, so a renewal that landed first wins.
+    const rows = (await (manager ?? this.dataSource.manager).query(
+      `WITH a AS (
+         SELECT "id", "state", "instance_id" FROM "allocation"
+         WHERE "id" = $1 AND "state" IN ('active', 'pending') AND ($2 <> 'expired' OR "expires_at" < now())
+         FOR UPDATE
+       ), ua AS (
+         UPDATE "allocation" SET
+           "state" = CASE WHEN a."state" = 'pending' THEN 'failed' ELSE $2 END,
+           "failure" = CASE WHEN a."state" = 'pending' THEN 'cancelled' ELSE "allocation"."failure" END,
+           "state_reason" = $3, "holds_instance_state" = NULL, "deleted_at" = now()
+         FROM a WHERE "allocation"."id" = a."id"
+         RETURNING a."state" AS "was", a."instance_id"
+       ), ui AS (
+         UPDATE "instance" SET "state" = 'releasing', "state_reason" = $4
+         FROM ua WHERE "instance"."id" = ua."instance_id" AND ua."was" = 'active' AND "instance"."state" = 'allocated'
+         RETURNING "instance"."id", "instance"."allocation_count"
+       )
+       SELECT ua."was", ui."id", ui."allocation_count" FROM ua LEFT JOIN ui ON true`,
+      [allocationId, to, reason, `${to === 'expired' ? 'lease expired' : 'released'} by allocation ${allocationId}`],
+    )) as { was: string; id: number | null; allocation_count: number | null }[];
+    const [row] = rows;
+    if (!row) return { closed: false, releaseInstance: null };
+    return {
+      closed: true,
+      releaseInstance: row.id !== null && row.allocation_count !== null ? { id: row.id, allocationCount: row.allocation_count } : null,
     };
-    return manager ? work(manager) : this.dataSource.transaction(work);
   }
 
   /** Ids of active allocations whose lease has run out. */
