@@ -382,8 +382,8 @@ export class AllocationStore {
   }
 
   /** One instance left allocated with no holder goes to releasing; returns its allocation count, or null. */
-  async releaseIfUnheld(instanceId: number, reason: string): Promise<number | null> {
-    const [rows] = (await this.dataSource.query(
+  async releaseIfUnheld(instanceId: number, reason: string, manager: EntityManager = this.dataSource.manager): Promise<number | null> {
+    const [rows] = (await manager.query(
       `UPDATE "instance" SET "state" = 'releasing', "state_reason" = $2
        WHERE "id" = $1 AND "state" = 'allocated'
          AND NOT EXISTS (SELECT 1 FROM "allocation" a WHERE a."instance_id" = $1 AND a."holds_instance_state" IS NOT NULL)

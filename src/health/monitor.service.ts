@@ -1,12 +1,14 @@
 import { Injectable, Logger } from '@nestjs/common';
-import { DataSource } from 'typeorm';
+import { DataSource, EntityManager } from 'typeorm';
 import { AllocationStore } from '../allocations/allocation.store';
 import { AppConfig } from '../config/app-config';
 import { ContainerDriver, ContainerDriverError, ContainerInfo, INSTANCE_LABEL, OWNER_LABEL } from '../container-driver/container-driver';
 import { HostUsageService } from '../instances/host-usage.service';
+import { InstanceLifecycleService } from '../instances/instance-lifecycle.service';
 import { Instance } from '../instances/instance.entity';
 import { InstanceStore } from '../instances/instance.store';
 import { PoolService } from '../instances/pool.service';
+import { STALL_WINDOW_MS } from '../queues/queue.constants';
 import { QueueProducer } from '../queues/queue.producer';
 
 /** A job lost with Redis is re-queued once its row has waited this long in a transitional state. */
@@ -41,6 +43,7 @@ export class MonitorService {
     private readonly usage: HostUsageService,
     private readonly pool: PoolService,
     private readonly queues: QueueProducer,
+    private readonly lifecycle: InstanceLifecycleService,
   ) {}
 
   /** Runs a pass, or joins the one already running in this process. */
@@ -132,10 +135,11 @@ export class MonitorService {
       const container = instance.dockerId ? byId.get(instance.dockerId) : undefined;
       try {
         if (instance.dockerId && !container && instance.state !== 'creating' && (await this.vanished(host, instance.dockerId))) {
-          await this.endHolder(instance.id, 'its container vanished');
-          if (await this.store.markDeleted(instance.id, [instance.state], 'container vanished')) {
-            repair(`${log}: container vanished, marked deleted`);
-          }
+          const deleted = await this.ifUnchanged(instance, (info) => info === null, async (manager) => {
+            await this.endHolder(manager, instance.id, 'its container vanished');
+            return this.store.markDeleted(instance.id, [instance.state, 'releasing'], 'container vanished', manager);
+          });
+          if (deleted) repair(`${log}: container vanished, marked deleted`);
           continue;
         }
         switch (instance.state) {
@@ -175,8 +179,19 @@ export class MonitorService {
             if (!container.running && !container.paused) {
               await this.containerDown(instance, container, repair);
             } else if (container.paused && age > REQUEUE_AFTER_MS) {
-              const released = await this.endHolder(instance.id, 'its container was found paused');
-              if (released) repair(`${log}: allocated but paused, allocation ended`);
+              const how = 'its container was found paused';
+              const count = await this.ifUnchanged(instance, (info) => info?.paused === true, async (manager) => {
+                // A pending holder's job may only be stalled (run again, it unpauses the instance): it
+                // is treated as lost only once Bull's stall window has passed.
+                const released = await this.endHolder(manager, instance.id, how, age <= STALL_WINDOW_MS);
+                if (released === 'spared') return null;
+                // Ending an active holder moved the instance to releasing; a pending one leaves it allocated.
+                return released ?? (await this.allocations.releaseIfUnheld(instance.id, how, manager));
+              });
+              if (count !== null) {
+                repair(`${log}: allocated but paused, allocation ended`);
+                await this.enqueue(() => this.queues.deallocate({ instanceId: instance.id }, count));
+              }
             } else if (age > REQUEUE_AFTER_MS) {
               const count = await this.allocations.releaseIfUnheld(instance.id, 'no allocation holds it');
               if (count !== null) {
@@ -200,7 +215,12 @@ export class MonitorService {
             await this.handleError(instance, repair);
             break;
           case 'deleting':
-            if (age > REQUEUE_AFTER_MS) await this.enqueue(() => this.queues.delete({ instanceId: instance.id }));
+            if (age > this.config.monitor.transitionTimeoutMs) {
+              // Its job is lost or wedged (e.g. the worker died mid-delete): the monitor deletes it itself.
+              if (await this.lifecycle.delete(instance.id)) repair(`${log}: stuck in deleting for ${Math.round(age / 1000)} s, deleted`);
+            } else if (age > REQUEUE_AFTER_MS) {
+              await this.enqueue(() => this.queues.delete({ instanceId: instance.id }));
+            }
             break;
           case 'deleted':
             break;
@@ -238,11 +258,17 @@ export class MonitorService {
   /** The container stopped: end any allocation on it and put the instance in error (restarted below). */
   private async containerDown(instance: Instance, container: ContainerInfo, repair: (text: string) => void): Promise<void> {
     const how = `container ${container.status}${container.exitCode !== null ? ` with exit code ${container.exitCode}` : ''}`;
-    await this.endHolder(instance.id, how);
-    await this.allocations.releaseIfUnheld(instance.id, how);
-    const moved = await this.store.transition(instance.id, [instance.state === 'allocated' ? 'releasing' : instance.state], 'error', how, {
-      // A clean exit is restarted at once; a crash waits for its backoff.
-      nextRestartAt: container.exitCode === 0 ? null : this.backoffFrom(instance.restartCount),
+    const moved = await this.ifUnchanged(instance, (info) => info !== null && !info.running && !info.paused, async (manager) => {
+      await this.endHolder(manager, instance.id, how);
+      return this.store.transition(
+        instance.id,
+        [instance.state, 'releasing'],
+        'error',
+        how,
+        // A clean exit is restarted at once; a crash waits for its backoff.
+        { nextRestartAt: container.exitCode === 0 ? null : this.backoffFrom(instance.restartCount) },
+        manager,
+      );
     });
     if (moved) repair(`instance ${instance.id}: ${how}, now error`);
   }
@@ -264,25 +290,60 @@ export class MonitorService {
     }
   }
 
-  /** Ends the open allocation holding the instance (if any) and moves the instance to releasing. */
-  private async endHolder(instanceId: number, reason: string): Promise<boolean> {
-    const [holder] = (await this.dataSource.query(
-      `SELECT "id" FROM "allocation" WHERE "instance_id" = $1 AND "holds_instance_state" IS NOT NULL`,
+  /**
+   * Runs a repair of one instance only while its row is still as this pass read it (same state,
+   * changed at the same time), under its row lock, and only if its container, inspected again, still
+   * shows the fault (`fault` gets null for a container that is gone): acting on a stale snapshot could
+   * end an allocation that took the instance since. Null when skipped.
+   */
+  private async ifUnchanged<T>(
+    instance: Instance,
+    fault: (info: ContainerInfo | null) => boolean,
+    repair: (manager: EntityManager) => Promise<T>,
+  ): Promise<T | null> {
+    return this.dataSource.transaction(async (manager) => {
+      const [row] = (await manager.query(
+        `SELECT "id" FROM "instance" WHERE "id" = $1 AND "state" = $2 AND date_trunc('milliseconds', "state_changed_at") = $3
+         FOR UPDATE SKIP LOCKED`,
+        [instance.id, instance.state, instance.stateChangedAt],
+      )) as { id: number }[];
+      if (!row) return null;
+      const info = await this.driver.inspect(instance.host, instance.dockerId ?? '').catch((error: unknown) => {
+        if (error instanceof ContainerDriverError && error.notFound) return null;
+        throw error;
+      });
+      return fault(info) ? repair(manager) : null;
+    });
+  }
+
+  /**
+   * Ends the open allocation holding the instance, if any, in the caller's transaction, which holds
+   * the instance's row lock; returns the allocation count of the instance when that moved it to
+   * releasing (an active holder's), else null. With `sparePending` a pending holder is left alone
+   * ('spared'). The holder's row is taken without waiting (the API locks allocation then instance;
+   * waiting here could deadlock): if it is busy, the repair fails and the next pass tries again.
+   */
+  private async endHolder(manager: EntityManager, instanceId: number, reason: string, sparePending = false): Promise<number | null | 'spared'> {
+    const [holder] = (await manager.query(
+      `SELECT "id", "state" FROM "allocation" WHERE "instance_id" = $1 AND "holds_instance_state" IS NOT NULL FOR UPDATE NOWAIT`,
       [instanceId],
-    )) as { id: number }[];
-    if (!holder) return false;
-    const { releaseInstance } = await this.allocations.close(holder.id, 'ended', `ended by the monitor: ${reason}`);
-    if (releaseInstance) await this.enqueue(() => this.queues.deallocate({ instanceId }, releaseInstance.allocationCount));
+    )) as { id: number; state: string }[];
+    if (!holder) return null;
+    if (sparePending && holder.state === 'pending') return 'spared';
+    const { releaseInstance } = await this.allocations.close(holder.id, 'ended', `ended by the monitor: ${reason}`, manager);
     this.logger.warn(`allocation ${holder.id}: ended, ${reason}`);
-    return true;
+    return releaseInstance?.allocationCount ?? null;
   }
 
   private async reconcileAllocations(repair: (text: string) => void): Promise<void> {
     const pending = (await this.dataSource.query(
       `SELECT "id", extract(epoch FROM now() - "created_at") * 1000 AS "age" FROM "allocation" WHERE "state" = 'pending'`,
     )) as { id: number; age: number }[];
+    // A pending allocation's job may only be stalled (its worker died): Bull runs it again within its
+    // stall window, so the allocation is failed only once that has passed too.
+    const lostAfterMs = this.config.allocation.timeoutMs + Math.max(this.config.monitor.intervalMs, STALL_WINDOW_MS);
     for (const row of pending) {
-      if (row.age > this.config.allocation.timeoutMs + this.config.monitor.intervalMs) {
+      if (row.age > lostAfterMs) {
         if (await this.allocations.fail(row.id, 'timeout', `still pending after ${Math.round(row.age / 1000)} s`)) {
           repair(`allocation ${row.id}: stuck in pending, now failed`);
         }

@@ -75,12 +75,13 @@ export class InstanceStore {
     );
   }
 
-  /** Marks the instance deleted and frees its ports in one transaction. */
-  async markDeleted(id: number, from: readonly InstanceState[], reason: string): Promise<boolean> {
-    return this.dataSource.transaction(async (manager) => {
+  /** Marks the instance deleted and frees its ports in one transaction (the caller's, if given). */
+  async markDeleted(id: number, from: readonly InstanceState[], reason: string, outer?: EntityManager): Promise<boolean> {
+    const work = async (manager: EntityManager) => {
       const moved = await this.transition(id, from, 'deleted', reason, {}, manager);
       if (moved) await this.releasePorts(id, manager);
       return moved;
-    });
+    };
+    return outer ? work(outer) : this.dataSource.transaction(work);
   }
 }

@@ -76,3 +76,6 @@ export const QUEUE_SETTINGS = {
   stalledInterval: 5000,
   maxStalledCount: 2,
 };
+
+/** How long a job whose worker died or stalled may stay active before Bull notices and runs it again. */
+export const STALL_WINDOW_MS = QUEUE_SETTINGS.lockDuration + QUEUE_SETTINGS.stalledInterval;
