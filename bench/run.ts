@@ -15,6 +15,7 @@ import { loadConfig } from '../src/config/app-config';
 import { OWNER_LABEL } from '../src/container-driver/container-driver';
 import { dataSourceOptions } from '../src/database/data-source-options';
 import { Floor, FloorContainer } from './floor';
+import { CpuAccount } from './cpu';
 import { RssSampler, containerMemoryMb, hostAvailableMb, shimRssMb } from './memory';
 import { Row, ScalePoint, Target, chartSvg, latencyTable, target, targetTable, writeChart } from './report';
 import { Client, ServiceProcess, sleep } from './service';
@@ -28,7 +29,7 @@ const PORT_BASE = Number(process.env.BENCH_PORT_BASE ?? 30000);
 const OUT = resolve(process.env.BENCH_OUT ?? (SMOKE ? join(ROOT, '.stack', 'bench-smoke') : join(ROOT, 'bench', 'results')));
 
 const PLAN = SMOKE
-  ? { pool: 10, clients: 8, hot: 8, c1: 3, c8Rounds: 2, loopSeconds: 1, loopRepeats: 1, holdMs: 50, cold: 2, scale: [10, 12], scaleIters: 3, monitorPasses: 2, idleSeconds: 1 }
+  ? { pool: 12, clients: 8, hot: 8, c1: 3, c8Rounds: 2, loopSeconds: 1, loopRepeats: 1, holdMs: 50, cold: 2, scale: [10, 12], scaleIters: 3, monitorPasses: 2, idleSeconds: 1 }
   : { pool: 16, clients: 8, hot: 8, c1: 150, c8Rounds: 25, loopSeconds: 15, loopRepeats: 2, holdMs: 50, cold: 30, scale: [10, 50, 100, 200], scaleIters: 60, monitorPasses: 10, idleSeconds: 5 };
 
 const log = (text: string) => console.log(`bench: ${text}`);
@@ -117,26 +118,22 @@ async function deallocate(client: Client, id: number): Promise<{ ms: number; sen
 
 /**
  * Waits until the released instance is idle (allocatable) again and answers how long after `sentAt`
- * that happened, from the instant the database recorded the transition (its history), so polling
- * adds no error.
+ * that happened, from the instant the database recorded the transition (its history). It watches
+ * the state store directly, not through the service, so observing adds no load to the service.
  */
-async function allocatableAfter(client: Client, instanceId: number, sentAt: number): Promise<number> {
+async function allocatableAfter(store: DataSource, instanceId: number, sentAt: number): Promise<number> {
   const deadline = now() + 30000;
   for (;;) {
-    const reply = await client.call('GET', `/instances/${instanceId}`);
-    if (reply.body?.state === 'idle') break;
-    if (reply.body?.state !== 'allocated' && reply.body?.state !== 'releasing') {
-      throw new Error(`instance ${instanceId} went ${reply.body?.state} after its release`);
-    }
+    const [row] = (await store.query(
+      `SELECT i."state", (SELECT extract(epoch FROM max(c."at")) * 1000 FROM "state_change" c WHERE c."instance_id" = i."id" AND c."from_state" = 'releasing' AND c."to_state" = 'idle') AS "idle_at"
+       FROM "instance" i WHERE i."id" = $1`,
+      [instanceId],
+    )) as { state: string; idle_at: string | null }[];
+    if (row?.state === 'idle' && row.idle_at !== null) return Number(row.idle_at) - sentAt;
+    if (row?.state !== 'allocated' && row?.state !== 'releasing') throw new Error(`instance ${instanceId} went ${row?.state} after its release`);
     if (now() > deadline) throw new Error(`instance ${instanceId} not idle 30 s after its release`);
-    // The figure comes from the history, not from this poll: poll gently, to load the service no more
-    // than a client waiting for the next lab would.
-    await sleep(25);
+    await sleep(10);
   }
-  const history = await client.call<{ toState: string; at: string }[]>('GET', `/instances/${instanceId}/history`);
-  const idle = history.body.filter((change) => change.toState === 'idle').pop();
-  if (!idle) throw new Error(`instance ${instanceId}: no idle transition in its history`);
-  return Date.parse(idle.at) - sentAt;
 }
 
 async function instances(client: Client, show: string): Promise<{ id: number; state: string; hot: boolean; dockerId: string }[]> {
@@ -175,13 +172,13 @@ async function floorGiveBack(floor: Floor, samples: Samples, container: FloorCon
 }
 
 /** One service cycle: allocate, deallocate, wait until allocatable again. */
-async function serviceCycle(client: Client, samples: Samples, prefix: string, expectHot: boolean, misses: { hot: number }): Promise<void> {
+async function serviceCycle(client: Client, store: DataSource, samples: Samples, prefix: string, expectHot: boolean, misses: { hot: number }): Promise<void> {
   const handed = await allocate(client);
   if (expectHot && !handed.hot) misses.hot += 1;
   samples.add(`${prefix}alloc`, handed.ms);
   const released = await deallocate(client, handed.id);
   samples.add(`${prefix}dealloc`, released.ms);
-  samples.add(`${prefix}allocatable`, await allocatableAfter(client, handed.instanceId, released.sentAt));
+  samples.add(`${prefix}allocatable`, await allocatableAfter(store, handed.instanceId, released.sentAt));
 }
 
 /** Floor and service one after the other, alternating which goes first, so drift hits both. */
@@ -295,6 +292,8 @@ async function main(): Promise<void> {
   await prepareState(databaseUrl, redisUrl);
 
   const samples = new Samples();
+  const store = new DataSource({ type: 'postgres', url: databaseUrl, extra: { max: 16 } });
+  await store.initialize();
   const rss = new RssSampler();
   let service: ServiceProcess | undefined;
   rss.start(() => service?.pid ?? -1);
@@ -303,6 +302,8 @@ async function main(): Promise<void> {
     return service;
   };
   const misses = { hot: 0 };
+  // Where the CPU goes in the warm c8 rounds: per cycle (take + give back), floor and service apart.
+  const cpu = { floor: new CpuAccount(), service: new CpuAccount() };
   const loops: Record<string, { cycles: number; errors: number; seconds: number; firstError?: string }[]> = { floor: [], service: [] };
   const scaling: ScaleFigure[] = [];
   const memory: Record<string, unknown> = {};
@@ -327,15 +328,19 @@ async function main(): Promise<void> {
         await floorTake(floor, samples, container, 'c1.');
         await floorGiveBack(floor, samples, container, 'c1.');
       },
-      () => serviceCycle(svc.client, samples, 'warm.c1.', false, misses),
+      () => serviceCycle(svc.client, store, samples, 'warm.c1.', false, misses),
     );
 
     log(`warm allocation at concurrency ${PLAN.clients}: ${PLAN.c8Rounds} rounds`);
     const c8Floor = floorPool.slice(0, PLAN.clients);
     await interleave(
       PLAN.c8Rounds,
-      () => Promise.all(c8Floor.map((container) => floorTake(floor, samples, container, 'c8.').then(() => floorGiveBack(floor, samples, container, 'c8.')))).then(() => undefined),
-      () => Promise.all(range(PLAN.clients).map(() => serviceCycle(svc.client, samples, 'warm.c8.', false, misses))).then(() => undefined),
+      () =>
+        cpu.floor.span(svc.pid, () =>
+          Promise.all(c8Floor.map((container) => floorTake(floor, samples, container, 'c8.').then(() => floorGiveBack(floor, samples, container, 'c8.')))),
+        ).then(() => undefined),
+      () =>
+        cpu.service.span(svc.pid, () => Promise.all(range(PLAN.clients).map(() => serviceCycle(svc.client, store, samples, 'warm.c8.', false, misses)))).then(() => undefined),
     );
 
     log(`closed loop allocate -> hold ${PLAN.holdMs} ms -> deallocate, ${PLAN.clients} clients, ${PLAN.loopRepeats} x ${PLAN.loopSeconds} s each`);
@@ -366,7 +371,7 @@ async function main(): Promise<void> {
         await floorGiveBack(floor, samples, container, 'hot.');
       },
       async () => {
-        await serviceCycle(svc.client, samples, 'hot.c1.', true, misses);
+        await serviceCycle(svc.client, store, samples, 'hot.c1.', true, misses);
         await waitPool(svc.client, PLAN.pool, PLAN.hot, 30000);
       },
     );
@@ -375,7 +380,7 @@ async function main(): Promise<void> {
       PLAN.c8Rounds,
       () => Promise.all(c8Floor.map((container) => floorTake(floor, samples, container, 'hot8.').then(() => floorGiveBack(floor, samples, container, 'hot8.')))).then(() => undefined),
       async () => {
-        await Promise.all(range(PLAN.clients).map(() => serviceCycle(svc.client, samples, 'hot.c8.', true, misses)));
+        await Promise.all(range(PLAN.clients).map(() => serviceCycle(svc.client, store, samples, 'hot.c8.', true, misses)));
         await waitPool(svc.client, PLAN.pool, PLAN.hot, 30000);
       },
     );
@@ -446,7 +451,7 @@ async function main(): Promise<void> {
           await floorTake(floor, samples, floorPool[i % floorPool.length], prefix);
           await floorGiveBack(floor, samples, floorPool[i % floorPool.length], prefix);
         },
-        () => serviceCycle(svc.client, samples, prefix, false, misses),
+        () => serviceCycle(svc.client, store, samples, prefix, false, misses),
       );
       const passes: number[] = [];
       const passHttp: number[] = [];
@@ -476,6 +481,7 @@ async function main(): Promise<void> {
     await svc.stop();
     Object.assign(memory, { serviceRss: rss.report() });
   } finally {
+    await store.destroy();
     rss.stop();
     await service?.stop();
     await floor.removeAll();
@@ -541,6 +547,7 @@ async function main(): Promise<void> {
     latencyMs: Object.fromEntries(samples.names().map((name) => [name, samples.summary(name)])),
     comparisons: rows.map((row) => ({ ...row, ratioP50: round(row.service.p50 / row.floor.p50, 2), ratioP99: round(row.service.p99 / row.floor.p99, 2) })),
     hotMisses: misses.hot,
+    cpuMsPerCycleC8: { floor: cpu.floor.perOperation(cpu.floor.spans * PLAN.clients), service: cpu.service.perOperation(cpu.service.spans * PLAN.clients) },
     closedLoop: {
       holdMs: PLAN.holdMs,
       clients: PLAN.clients,
@@ -566,6 +573,9 @@ async function main(): Promise<void> {
   console.log(`\nLatency (ms), service over HTTP vs the floor straight through dockerode, interleaved in one run\n`);
   console.log(latencyTable(rows));
   console.log(`\nHot allocations that found no hot spare: ${misses.hot}`);
+  console.log(`CPU ms per warm cycle at c${PLAN.clients} (allocate + release), by process group:`);
+  console.log(`  floor:   ${JSON.stringify(result.cpuMsPerCycleC8.floor)}`);
+  console.log(`  service: ${JSON.stringify(result.cpuMsPerCycleC8.service)}`);
   console.log(`Closed loop (${PLAN.clients} clients, hold ${PLAN.holdMs} ms): service ${loopService.toFixed(1)}/s with ${loopErrors} errors, floor ${loopFloor.toFixed(1)}/s`);
   console.log('\nScaling (idle instances: warm allocation p50 / floor p50 / monitor pass p50 / service RSS)');
   for (const point of scaling) {

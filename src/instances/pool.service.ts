@@ -23,7 +23,7 @@ export class PoolService {
   async replenish(): Promise<{ created: number; warmed: number }> {
     const target = Math.max(this.config.pool.minIdle, this.config.pool.hotSpares);
     let created = 0;
-    if (target > 0) {
+    if (target > 0 && (await this.mayNeedInstances(target))) {
       let reserved: Instance[] = [];
       try {
         // The deficit is counted under the capacity lock and reserved before it is released: two
@@ -48,6 +48,20 @@ export class PoolService {
     }
     const warmed = await this.warmHotSpares();
     return { created, warmed };
+  }
+
+  /**
+   * One statement, no lock: false when the pool is full or every host is at its instance limit, so
+   * the top-up asked for after each hand-out and release costs one read in the common case.
+   */
+  private async mayNeedInstances(target: number): Promise<boolean> {
+    const [row] = (await this.dataSource.query(
+      `SELECT count(*) FILTER (WHERE "state" IN ('idle', 'creating', 'starting'))::int AS "pooled",
+              count(*) FILTER (WHERE "state" <> 'deleted')::int AS "total"
+       FROM "instance"`,
+    )) as { pooled: number; total: number }[];
+    const limit = this.config.limits.maxInstances * this.config.docker.hosts.length;
+    return row.pooled < target && row.total < limit;
   }
 
   /** Unpauses idle instances until the number of hot spares is reached. */

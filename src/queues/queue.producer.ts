@@ -16,7 +16,7 @@ import {
 
 const ADD_TIMEOUT_MS = 2000;
 /** Hand-outs and releases ask for a pool top-up; at most one is queued per this window. */
-const REPLENISH_COALESCE_MS = 50;
+const REPLENISH_COALESCE_MS = 100;
 
 /** The one place jobs are enqueued. Fails fast with a clear 503 while Redis is unreachable instead of hanging. */
 @Injectable()
