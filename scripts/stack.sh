@@ -245,6 +245,28 @@ SQL
   [ "$out" = 2 ]
 }
 
+PG_SOCKET_DIR=/var/run/postgresql
+
+pg_socket_login() { # the app role logs in with its password over the local socket
+  [ -S "$PG_SOCKET_DIR/.s.PGSQL.$PGPORT" ] || return 1
+  PGPASSWORD="$DB_PASSWORD" PGCONNECT_TIMEOUT=3 psql -X -qAt -h "$PG_SOCKET_DIR" -p "$PGPORT" -U "$DB_USER" -d "$DB_NAME" \
+    -c 'SELECT 1' >/dev/null 2>&1
+}
+
+# The app reaches a local Postgres over its unix socket: cheaper than TCP on loopback for every
+# statement. Password logins over the socket are allowed for the app role only.
+pg_socket_access() {
+  pg_local || return 0
+  [ -S "$PG_SOCKET_DIR/.s.PGSQL.$PGPORT" ] || return 0
+  if pg_socket_login; then return 0; fi
+  local hba
+  hba=$(pg_superuser_psql -c 'SHOW hba_file' 2>/dev/null) || return 0
+  say "postgres: allowing password logins of $DB_USER over the local socket in $hba"
+  sed -i "1i local all $DB_USER scram-sha-256 # added by pt-instance-manager scripts/stack.sh" "$hba"
+  pg_superuser_psql -c 'SELECT pg_reload_conf()' >/dev/null
+  sleep 0.3
+}
+
 pg_superuser_psql() {
   (cd / && runuser -u postgres -- psql -X -qAt -v ON_ERROR_STOP=1 -h /var/run/postgresql -p "$PGPORT" -d postgres "$@")
 }
@@ -449,6 +471,7 @@ case "${1:-}" in
     ensure_installed
     pg_start
     pg_databases
+    pg_socket_access
     redis_start
     docker_start
     reserve_app_ports
@@ -456,8 +479,11 @@ case "${1:-}" in
     ;;
   env)
     creds="$(urlencode "$DB_USER"):$(urlencode "$DB_PASSWORD")"
-    echo "export DATABASE_URL=postgres://$creds@$PGHOST:$PGPORT/$(urlencode "$DB_NAME")"
-    echo "export TEST_DATABASE_URL=postgres://$creds@$PGHOST:$PGPORT/$(urlencode "$DB_TEST_NAME")"
+    # Over the local socket when the app role can log in there (stack.sh up allows it), else TCP.
+    query=""
+    if pg_local && pg_socket_login; then query="?host=$PG_SOCKET_DIR"; fi
+    echo "export DATABASE_URL=postgres://$creds@$PGHOST:$PGPORT/$(urlencode "$DB_NAME")$query"
+    echo "export TEST_DATABASE_URL=postgres://$creds@$PGHOST:$PGPORT/$(urlencode "$DB_TEST_NAME")$query"
     echo "export REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
     ;;
   status)

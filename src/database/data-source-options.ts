@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { parse } from 'pg-connection-string';
 import { DataSourceOptions } from 'typeorm';
 import { SnakeNamingStrategy } from './snake-naming.strategy';
 import { Allocation } from '../allocations/allocation.entity';
@@ -13,9 +14,17 @@ export const ENTITIES = [Instance, Port, HostStatus, Allocation, CachedFile, Sta
 
 /** One definition shared by the application and the migration CLI; the schema changes only through migrations. */
 export function dataSourceOptions(databaseUrl: string): DataSourceOptions {
+  // Parsed here rather than by TypeORM so that the URL's parameters are honoured, notably
+  // ?host=/var/run/postgresql for the local socket (cheaper than TCP on loopback) and sslmode.
+  const url = parse(databaseUrl);
   return {
     type: 'postgres',
-    url: databaseUrl,
+    host: url.host ?? undefined,
+    port: url.port ? Number(url.port) : undefined,
+    username: url.user,
+    password: url.password,
+    database: url.database ?? undefined,
+    ssl: url.ssl === undefined || url.ssl === false ? undefined : (url.ssl as boolean | object),
     entities: ENTITIES,
     migrations: [join(__dirname, '..', '..', 'migrations', '*.{ts,js}')],
     migrationsTableName: 'migrations',
