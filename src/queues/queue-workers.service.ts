@@ -27,10 +27,16 @@ export class QueueWorkersService implements OnApplicationBootstrap, OnModuleDest
 
   onApplicationBootstrap(): void {
     const { high, normal } = this.config.workerConcurrency;
-    this.register(this.queues.high, HighJob.Allocate, high, (job: Job<AllocateJob>) =>
-       this.allocations.allocate(job.data.allocationId, job.data.instance && { instance: job.data.instance, fileUrl: job.data.fileUrl ?? null }),
-    );
-    this.register(this.queues.high, HighJob.Deallocate, high, (job: Job<DeallocateJob>) => this.allocations.deallocate(job.data.instanceId));
+    const allocate = (data: AllocateJob) =>
+      this.allocations.allocate(data.allocationId, data.instance && { instance: data.instance, fileUrl: data.fileUrl ?? null });
+    const deallocate = (data: DeallocateJob) => this.allocations.deallocate(data.instanceId);
+    this.register(this.queues.high, HighJob.Allocate, high, (job: Job<AllocateJob>) => allocate(job.data));
+    this.register(this.queues.high, HighJob.Deallocate, high, (job: Job<DeallocateJob>) => deallocate(job.data));
+    // Requests answered by this same process skip Redis for their hand-out and release.
+    if (this.config.role === 'all') {
+      this.queues.serveLocally(HighJob.Allocate, high, allocate);
+      this.queues.serveLocally(HighJob.Deallocate, high, deallocate);
+    }
     this.register(this.queues.normal, NormalJob.Create, normal, async (job: Job<InstanceJob>) => {
       const started = await this.lifecycle.create(job.data.instanceId);
       if (started) await this.queues.waitReady({ instanceId: started.id }, started.restartCount);
@@ -52,12 +58,13 @@ export class QueueWorkersService implements OnApplicationBootstrap, OnModuleDest
 
   async onModuleDestroy(): Promise<void> {
     // Let running jobs finish; new ones stay queued for the next worker.
-    await Promise.allSettled([this.queues.high.close(), this.queues.normal.close()]);
+    await Promise.allSettled([this.queues.high.close(), this.queues.normal.close(), this.queues.drainLocal()]);
   }
 
   private register<T>(queue: Queue, name: string, concurrency: number, handler: (job: Job<T>) => Promise<string>): void {
     void queue.process(name, concurrency, async (job: Job<T>) => {
       const started = Date.now();
+      if (this.queues.isRunningHere(String(job.id))) return 'running in this process';
       try {
         const result = await handler(job);
         this.logger.debug?.(`${name} ${String(job.id)} -> ${result} in ${Date.now() - started} ms`);

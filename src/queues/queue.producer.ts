@@ -7,6 +7,7 @@ import {
   DeallocateJob,
   HIGH_QUEUE,
   HighJob,
+  HighJobName,
   InstanceJob,
   JOB_OPTIONS,
   jobId,
@@ -18,25 +19,78 @@ const ADD_TIMEOUT_MS = 2000;
 /** Hand-outs and releases ask for a pool top-up; at most one is queued per this window. */
 const REPLENISH_COALESCE_MS = 100;
 
-/** The one place jobs are enqueued. Fails fast with a clear 503 while Redis is unreachable instead of hanging. */
+interface LocalProcessor {
+  handler: (data: unknown) => Promise<string>;
+  limit: number;
+  running: number;
+}
+
+/**
+ * The one place jobs are enqueued. Fails fast with a clear 503 while Redis is unreachable instead of hanging.
+ *
+ * Allocations and releases are what a waiting user feels: when this process also runs the worker
+ * (ROLE=all), it runs them itself, without the round trips through Redis, as long as it has a free
+ * slot; otherwise, and always for an API-only process, they go through the high queue. Either way
+ * the row is the truth: a run lost with its process is re-queued by the monitor, like a lost job.
+ */
 @Injectable()
 export class QueueProducer {
   private readonly logger = new Logger(QueueProducer.name);
+  private readonly local = new Map<HighJobName, LocalProcessor>();
+  /** Ids of the jobs running in this process without Bull; a Bull twin of one of them is skipped. */
+  private readonly runningHere = new Map<string, Promise<void>>();
 
   constructor(
     @InjectQueue(HIGH_QUEUE) readonly high: Queue,
     @InjectQueue(NORMAL_QUEUE) readonly normal: Queue,
   ) {}
 
-  allocate(data: AllocateJob): Promise<Job<AllocateJob>> {
-    return this.add(this.high, HighJob.Allocate, data, { ...JOB_OPTIONS.allocate, jobId: jobId.allocate(data.allocationId) });
+  async allocate(data: AllocateJob): Promise<void> {
+    const id = jobId.allocate(data.allocationId);
+    if (this.runLocally(HighJob.Allocate, id, data)) return;
+    await this.add(this.high, HighJob.Allocate, data, { ...JOB_OPTIONS.allocate, jobId: id });
   }
 
-  deallocate(data: DeallocateJob, allocationCount: number): Promise<Job<DeallocateJob>> {
-    return this.add(this.high, HighJob.Deallocate, data, {
-      ...JOB_OPTIONS.deallocate,
-      jobId: jobId.deallocate(data.instanceId, allocationCount),
-    });
+  async deallocate(data: DeallocateJob, allocationCount: number): Promise<void> {
+    const id = jobId.deallocate(data.instanceId, allocationCount);
+    if (this.runLocally(HighJob.Deallocate, id, data)) return;
+    await this.add(this.high, HighJob.Deallocate, data, { ...JOB_OPTIONS.deallocate, jobId: id });
+  }
+
+  /** The worker in this process takes these jobs directly, up to `limit` at once. */
+  serveLocally<T>(name: HighJobName, limit: number, handler: (data: T) => Promise<string>): void {
+    this.local.set(name, { handler: handler as (data: unknown) => Promise<string>, limit, running: 0 });
+  }
+
+  /** True while a job with this id runs in this process: its Bull twin (a re-queue) has nothing to do. */
+  isRunningHere(id: string): boolean {
+    return this.runningHere.has(id);
+  }
+
+  /** Waits for the jobs running in this process (at shutdown). */
+  async drainLocal(): Promise<void> {
+    await Promise.allSettled([...this.runningHere.values()]);
+  }
+
+  private runLocally(name: HighJobName, id: string, data: unknown): boolean {
+    const processor = this.local.get(name);
+    if (!processor) return false;
+    if (this.runningHere.has(id)) return true;
+    if (processor.running >= processor.limit) return false;
+    processor.running += 1;
+    const started = Date.now();
+    const run = processor
+      .handler(data)
+      .then(
+        (result) => this.logger.debug?.(`${name} ${id} (local) -> ${result} in ${Date.now() - started} ms`),
+        (error: unknown) => this.logger.warn(`${name} ${id} (local) failed after ${Date.now() - started} ms: ${String(error)}`),
+      )
+      .finally(() => {
+        processor.running -= 1;
+        this.runningHere.delete(id);
+      });
+    this.runningHere.set(id, run);
+    return true;
   }
 
   create(data: InstanceJob): Promise<Job<InstanceJob>> {
