@@ -3,7 +3,7 @@ import { AppConfig } from '../config/app-config';
 import { CapacityError } from '../common/errors';
 import { ContainerDriver } from '../container-driver/container-driver';
 import { CapacityService } from '../instances/capacity.service';
-import { InstanceLifecycleService, targetOf } from '../instances/instance-lifecycle.service';
+import { InstanceLifecycleService, ReleasedInstance, targetOf } from '../instances/instance-lifecycle.service';
 import { Instance } from '../instances/instance.entity';
 import { InstanceStore } from '../instances/instance.store';
 import { WorkloadClient } from '../instances/workload-client';
@@ -180,8 +180,8 @@ export class AllocationWorkerService {
     }
   }
 
-  async deallocate(instanceId: number): Promise<string> {
-    const released = await this.lifecycle.release(instanceId);
+  async deallocate(instanceId: number, justReleased?: ReleasedInstance): Promise<string> {
+    const released = await this.lifecycle.release(instanceId, justReleased);
     if (released) this.queues.replenishSoon();
     return released ? 'idle' : 'not releasing';
   }

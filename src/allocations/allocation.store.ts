@@ -64,6 +64,9 @@ function toHandOut(row: HandOutRow): HandOut {
 }
 
 export type ClaimedInstance = Pick<Instance, 'id' | 'host' | 'dockerId' | 'ports' | 'hot'>;
+
+/** An instance an allocation just let go of, as the closing statement returned it. */
+export type ReleasingInstance = Pick<Instance, 'id' | 'allocationCount' | 'host' | 'dockerId' | 'ports'>;
 export type ClaimedAllocation = Pick<Allocation, 'id' | 'fileUrl'>;
 
 export interface NewAllocation {
@@ -318,7 +321,7 @@ export class AllocationStore {
     to: 'ended' | 'expired',
     reason: string,
     manager?: EntityManager,
-  ): Promise<{ closed: boolean; releaseInstance: { id: number; allocationCount: number } | null }> {
+  ): Promise<{ closed: boolean; releaseInstance: ReleasingInstance | null }> {
     // One statement: lock the open allocation, end it (a pending one fails as cancelled) and move the
     // instance it held to releasing. An expiry re-checks the lease, so a renewal that landed first wins.
     const rows = (await (manager ?? this.dataSource.manager).query(
@@ -336,17 +339,25 @@ export class AllocationStore {
        ), ui AS (
          UPDATE "instance" SET "state" = 'releasing', "state_reason" = $4
          FROM ua WHERE "instance"."id" = ua."instance_id" AND ua."was" = 'active' AND "instance"."state" = 'allocated'
-         RETURNING "instance"."id", "instance"."allocation_count"
+         RETURNING "instance"."id", "instance"."allocation_count", "instance"."host", "instance"."docker_id", "instance"."ports"
        )
-       SELECT ua."was", ui."id", ui."allocation_count" FROM ua LEFT JOIN ui ON true`,
+       SELECT ua."was", ui."id", ui."allocation_count", ui."host", ui."docker_id", ui."ports" FROM ua LEFT JOIN ui ON true`,
       [allocationId, to, reason, `${to === 'expired' ? 'lease expired' : 'released'} by allocation ${allocationId}`],
-    )) as { was: string; id: number | null; allocation_count: number | null }[];
+    )) as {
+      was: string;
+      id: number | null;
+      allocation_count: number | null;
+      host: string | null;
+      docker_id: string | null;
+      ports: Record<string, number> | null;
+    }[];
     const [row] = rows;
     if (!row) return { closed: false, releaseInstance: null };
-    return {
-      closed: true,
-      releaseInstance: row.id !== null && row.allocation_count !== null ? { id: row.id, allocationCount: row.allocation_count } : null,
-    };
+    const released =
+      row.id !== null && row.allocation_count !== null && row.host !== null
+        ? { id: row.id, allocationCount: row.allocation_count, host: row.host, dockerId: row.docker_id, ports: row.ports ?? {} }
+        : null;
+    return { closed: true, releaseInstance: released };
   }
 
   /** Ids of active allocations whose lease has run out. */

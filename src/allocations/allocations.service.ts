@@ -186,10 +186,18 @@ export class AllocationsService {
     // The release is queued while the answer is read; the monitor re-derives it from the row if the
     // job cannot be queued now.
     const queued = releaseInstance
-      ? this.queues.deallocate({ instanceId: releaseInstance.id }, releaseInstance.allocationCount).then(
-          () => undefined,
-          (error: unknown) => this.logger.warn(`instance ${releaseInstance.id}: deallocate job not queued: ${String(error)}`),
-        )
+      ? this.queues
+          .deallocate(
+            {
+              instanceId: releaseInstance.id,
+              justReleased: { host: releaseInstance.host, dockerId: releaseInstance.dockerId, ports: releaseInstance.ports },
+            },
+            releaseInstance.allocationCount,
+          )
+          .then(
+            () => undefined,
+            (error: unknown) => this.logger.warn(`instance ${releaseInstance.id}: deallocate job not queued: ${String(error)}`),
+          )
       : undefined;
     const [answer] = await Promise.all([this.get(id), queued]);
     return answer;

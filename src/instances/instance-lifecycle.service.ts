@@ -12,6 +12,9 @@ import { AppTarget, WorkloadClient } from './workload-client';
 const message = (error: unknown): string => (error instanceof Error ? error.message : String(error));
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** What a release needs of its instance. */
+export type ReleasedInstance = Pick<Instance, 'host' | 'dockerId' | 'ports'>;
+
 export function targetOf(instance: Pick<Instance, 'id' | 'host' | 'dockerId' | 'ports'>): AppTarget {
   return { instanceId: instance.id, host: instance.host, dockerId: instance.dockerId ?? '', ports: instance.ports };
 }
@@ -163,8 +166,15 @@ export class InstanceLifecycleService {
   }
 
   /** releasing -> idle: reset the app, pause (or keep hot), back to the pool; any failure -> error. */
-  async release(instanceId: number): Promise<boolean> {
-    const instance = await this.store.find(instanceId);
+  /**
+   * `justReleased`: the instance as the statement that moved it to releasing returned it, when this
+   * process runs the release right after that statement (nothing else moves a releasing row), so
+   * it is not read again. A queued release always reads the row first.
+   */
+  async release(instanceId: number, justReleased?: ReleasedInstance): Promise<boolean> {
+    const instance = justReleased
+      ? { id: instanceId, state: 'releasing' as const, ...justReleased }
+      : await this.store.find(instanceId);
     if (!instance || instance.state !== 'releasing' || !instance.dockerId) return false;
     const log = `instance ${instanceId}`;
     try {

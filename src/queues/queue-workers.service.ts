@@ -29,7 +29,7 @@ export class QueueWorkersService implements OnApplicationBootstrap, OnModuleDest
     const { high, normal } = this.config.workerConcurrency;
     const allocate = (data: AllocateJob) =>
       this.allocations.allocate(data.allocationId, data.instance && { instance: data.instance, fileUrl: data.fileUrl ?? null });
-    const deallocate = (data: DeallocateJob) => this.allocations.deallocate(data.instanceId);
+    const deallocate = (data: DeallocateJob) => this.allocations.deallocate(data.instanceId, data.justReleased);
     this.register(this.queues.high, HighJob.Allocate, high, (job: Job<AllocateJob>) => allocate(job.data));
     this.register(this.queues.high, HighJob.Deallocate, high, (job: Job<DeallocateJob>) => deallocate(job.data));
     // Requests answered by this same process skip Redis for their hand-out and release.

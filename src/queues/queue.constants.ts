@@ -31,6 +31,8 @@ export interface AllocateJob {
 }
 export interface DeallocateJob {
   instanceId: number;
+  /** The instance as the statement that moved it to releasing returned it; only for a run in that same process. */
+  justReleased?: { host: string; dockerId: string | null; ports: Record<string, number> };
 }
 export interface InstanceJob {
   instanceId: number;

@@ -54,7 +54,8 @@ export class QueueProducer {
   async deallocate(data: DeallocateJob, allocationCount: number): Promise<void> {
     const id = jobId.deallocate(data.instanceId, allocationCount);
     if (this.runLocally(HighJob.Deallocate, id, data)) return;
-    await this.add(this.high, HighJob.Deallocate, data, { ...JOB_OPTIONS.deallocate, jobId: id });
+    // A queued release may run later or elsewhere: it reads the row itself.
+    await this.add(this.high, HighJob.Deallocate, { instanceId: data.instanceId }, { ...JOB_OPTIONS.deallocate, jobId: id });
   }
 
   /** The worker in this process takes these jobs directly, up to `limit` at once. */
