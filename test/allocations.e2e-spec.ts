@@ -259,6 +259,27 @@ describe('allocations', () => {
     }
   });
 
+  it('at the instance limit, waits for an instance being released instead of answering 503', async () => {
+    const service = await startService({ MAX_INSTANCES: '1', MONITOR_ENABLED: 'false' });
+    try {
+      const first = (await request(service.url).post('/allocations').expect(201)).body;
+      // Slow the reset down, so the instance is still being released when the next request comes.
+      expect(await askApp(first.packetTracer, 'SLOW 300')).toBe('OK slow 300');
+      await request(service.url).delete(`/allocations/${first.id}`).expect(200);
+      const second = (await request(service.url).post('/allocations').expect(201)).body;
+      expect(second.instanceId).toBe(first.instanceId);
+      // It was handed out after its release finished, not during it.
+      const history = (await request(service.url).get(`/instances/${first.instanceId}/history`).expect(200)).body as { toState: string; at: string }[];
+      const backInPool = history.filter((change) => change.toState === 'idle').pop();
+      expect(Date.parse(second.activatedAt)).toBeGreaterThanOrEqual(Date.parse(backInPool!.at));
+      // With nothing on its way back, the limit still answers at once.
+      const refused = await request(service.url).post('/allocations').expect(503);
+      expect(refused.body.message).toContain('maximum of 1 instances');
+    } finally {
+      await service.close();
+    }
+  });
+
   it('claims the instance it creates on the cold path before probing it, so nothing else can pool or take it', async () => {
     const service = await startService({ MAX_INSTANCES: '1', WORKLOAD_ENV: 'PT_BIND=127.0.0.1,PT_START_DELAY_MS=3000', MONITOR_ENABLED: 'false' });
     try {

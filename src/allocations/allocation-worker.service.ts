@@ -12,6 +12,8 @@ import { AllocationWaiter } from './allocation-waiter';
 import { AllocationStore, ClaimedAllocation, ClaimedInstance, HandOut } from './allocation.store';
 
 const MAX_INSTANCE_TRIES = 5;
+/** While waiting for an instance on its way back into the pool, look again at least this often. */
+const IDLE_POLL_MS = 25;
 const message = (error: unknown): string => (error instanceof Error ? error.message : String(error));
 
 /**
@@ -68,6 +70,16 @@ export class AllocationWorkerService {
       if (claim === null) {
         const fresh = await this.createForAllocation(allocationId);
         if (fresh === 'failed') return 'failed';
+        if (fresh === 'wait') {
+          // At the instance limit with some on their way back into the pool: take the next one.
+          if (performance.now() - started > this.config.allocation.timeoutMs) {
+            await this.allocations.fail(allocationId, 'timeout', `no instance was ready within ${this.config.allocation.timeoutMs} ms`);
+            return 'failed';
+          }
+          await this.lifecycle.waitForIdle(IDLE_POLL_MS);
+          attempt -= 1;
+          continue;
+        }
         // The new instance was lost meanwhile: the next attempt finds out whether the allocation still waits.
         if (fresh === 'lost') continue;
         instance = fresh;
@@ -131,13 +143,14 @@ export class AllocationWorkerService {
    * The allocation claims it as soon as it is started, before the probe: a starting instance that
    * turned idle could be taken by another allocation (or pooled by a wait-ready job).
    */
-  private async createForAllocation(allocationId: number): Promise<Instance | 'failed' | 'lost'> {
+  private async createForAllocation(allocationId: number): Promise<Instance | 'failed' | 'lost' | 'wait'> {
     const log = `allocation ${allocationId}`;
     let reserved: Instance;
     try {
       [reserved] = await this.capacity.reserve(1, `created for allocation ${allocationId}`);
     } catch (error) {
       if (error instanceof CapacityError) {
+        if ((await this.instances.comingBack()) > 0) return 'wait';
         await this.allocations.fail(allocationId, 'capacity', error.message);
         return 'failed';
       }

@@ -147,13 +147,37 @@ export class InstanceLifecycleService {
           manager,
         );
       });
-      if (moved) this.logger.log(`${log}: idle${hot ? ' (hot)' : ''}`);
+      if (moved) {
+        this.logger.log(`${log}: idle${hot ? ' (hot)' : ''}`);
+        this.pooled();
+      }
       return moved;
     } catch (error) {
       this.logger.warn(`${log}: could not be put in the pool: ${message(error)}`);
       await this.store.transition(instanceId, ['starting'], 'error', `could not be put in the pool: ${message(error)}`);
       return false;
     }
+  }
+
+  private readonly idleWaiters = new Set<() => void>();
+
+  /** An instance just became idle here: wakes the allocations waiting for one. */
+  private pooled(): void {
+    for (const wake of this.idleWaiters) wake();
+    this.idleWaiters.clear();
+  }
+
+  /** Resolves when an instance becomes idle in this process, or after `ms` (another process may have pooled one). */
+  waitForIdle(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.idleWaiters.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.idleWaiters.add(wake);
+    });
   }
 
   /** True when the pool has fewer hot (unpaused) idle spares than configured. */
@@ -195,7 +219,10 @@ export class InstanceLifecycleService {
         hot,
         loadedFile: loaded,
       });
-      if (moved) this.logger.log(`${log}: back in the pool`);
+      if (moved) {
+        this.logger.log(`${log}: back in the pool`);
+        this.pooled();
+      }
       return moved;
     } catch (error) {
       if (!(await this.driver.ping(instance.host).then(() => true, () => false))) {

@@ -22,6 +22,18 @@ export interface TransitionExtras {
 export class InstanceStore {
   constructor(private readonly dataSource: DataSource) {}
 
+  /**
+   * How many instances are on their way into the pool (being released, created or started, and not
+   * stuck): an allocation finding none idle at the instance limit waits for one of them.
+   */
+  async comingBack(): Promise<number> {
+    const [{ count }] = (await this.dataSource.query(
+      `SELECT count(*)::int AS "count" FROM "instance"
+       WHERE "state" IN ('releasing', 'creating', 'starting') AND "state_changed_at" > now() - interval '10 seconds'`,
+    )) as { count: number }[];
+    return count;
+  }
+
   find(id: number, manager: EntityManager = this.dataSource.manager): Promise<Instance | null> {
     return manager.getRepository(Instance).findOneBy({ id });
   }
