@@ -171,6 +171,12 @@ async function floorGiveBack(floor: Floor, samples: Samples, container: FloorCon
   samples.add(`${prefix}floor.reset+pause`, reset + pause);
 }
 
+/** One floor cycle on one container: take it (unpause + reset), then give it back (reset + pause). */
+async function floorCycle(floor: Floor, samples: Samples, container: FloorContainer, prefix: string): Promise<void> {
+  await floorTake(floor, samples, container, prefix);
+  await floorGiveBack(floor, samples, container, prefix);
+}
+
 /** One service cycle: allocate, deallocate, wait until allocatable again. */
 async function serviceCycle(client: Client, store: DataSource, samples: Samples, prefix: string, expectHot: boolean, misses: { hot: number }): Promise<void> {
   const handed = await allocate(client);
@@ -323,11 +329,7 @@ async function main(): Promise<void> {
     log(`warm allocation at concurrency 1: ${PLAN.c1} cycles, interleaved with the floor`);
     await interleave(
       PLAN.c1,
-      async (i) => {
-        const container = floorPool[i % floorPool.length];
-        await floorTake(floor, samples, container, 'c1.');
-        await floorGiveBack(floor, samples, container, 'c1.');
-      },
+      (i) => floorCycle(floor, samples, floorPool[i % floorPool.length], 'c1.'),
       () => serviceCycle(svc.client, store, samples, 'warm.c1.', false, misses),
     );
 
@@ -337,7 +339,7 @@ async function main(): Promise<void> {
       PLAN.c8Rounds,
       () =>
         cpu.floor.span(svc.pid, () =>
-          Promise.all(c8Floor.map((container) => floorTake(floor, samples, container, 'c8.').then(() => floorGiveBack(floor, samples, container, 'c8.')))),
+          Promise.all(c8Floor.map((container) => floorCycle(floor, samples, container, 'c8.'))),
         ).then(() => undefined),
       () =>
         cpu.service.span(svc.pid, () => Promise.all(range(PLAN.clients).map(() => serviceCycle(svc.client, store, samples, 'warm.c8.', false, misses)))).then(() => undefined),
@@ -365,11 +367,7 @@ async function main(): Promise<void> {
     log(`hot allocation at concurrency 1: ${PLAN.c1} cycles`);
     await interleave(
       PLAN.c1,
-      async (i) => {
-        const container = floorPool[i % floorPool.length];
-        await floorTake(floor, samples, container, 'hot.');
-        await floorGiveBack(floor, samples, container, 'hot.');
-      },
+      (i) => floorCycle(floor, samples, floorPool[i % floorPool.length], 'hot.'),
       async () => {
         await serviceCycle(svc.client, store, samples, 'hot.c1.', true, misses);
         await waitPool(svc.client, PLAN.pool, PLAN.hot, 30000);
@@ -378,7 +376,7 @@ async function main(): Promise<void> {
     log(`hot allocation at concurrency ${PLAN.clients}: ${PLAN.c8Rounds} rounds`);
     await interleave(
       PLAN.c8Rounds,
-      () => Promise.all(c8Floor.map((container) => floorTake(floor, samples, container, 'hot8.').then(() => floorGiveBack(floor, samples, container, 'hot8.')))).then(() => undefined),
+      () => Promise.all(c8Floor.map((container) => floorCycle(floor, samples, container, 'hot8.'))).then(() => undefined),
       async () => {
         await Promise.all(range(PLAN.clients).map(() => serviceCycle(svc.client, store, samples, 'hot.c8.', true, misses)));
         await waitPool(svc.client, PLAN.pool, PLAN.hot, 30000);
@@ -447,10 +445,7 @@ async function main(): Promise<void> {
       const prefix = `scale.${idle}.`;
       await interleave(
         PLAN.scaleIters,
-        async (i) => {
-          await floorTake(floor, samples, floorPool[i % floorPool.length], prefix);
-          await floorGiveBack(floor, samples, floorPool[i % floorPool.length], prefix);
-        },
+        (i) => floorCycle(floor, samples, floorPool[i % floorPool.length], prefix),
         () => serviceCycle(svc.client, store, samples, prefix, false, misses),
       );
       const passes: number[] = [];
