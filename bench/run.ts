@@ -361,7 +361,7 @@ async function main(): Promise<void> {
 
     // Phase B: the same pool with hot spares.
     log(`service: the same pool with ${PLAN.hot} hot spares`);
-    svc = await start({ POOL_MIN_IDLE: String(PLAN.pool), POOL_HOT_SPARES: String(PLAN.hot), MAX_INSTANCES: String(PLAN.pool), POOL_REPLENISH_INTERVAL_MS: '1000' });
+    svc = await start({ POOL_MIN_IDLE: String(PLAN.pool), POOL_HOT_SPARES: String(PLAN.hot), MAX_INSTANCES: String(PLAN.pool) });
     await waitPool(svc.client, PLAN.pool, PLAN.hot);
     rss.set('load');
     log(`hot allocation at concurrency 1: ${PLAN.c1} cycles`);

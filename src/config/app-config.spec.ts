@@ -43,8 +43,17 @@ describe('loadConfig', () => {
     [{ TRUST_PROXY: 'maybe' }, 'TRUST_PROXY must be true or false'],
     [{ LEASE_DEFAULT_SECONDS: '100', LEASE_MAX_SECONDS: '10' }, 'LEASE_DEFAULT_SECONDS must be at most LEASE_MAX_SECONDS'],
     [{ DOCKER_HOSTS: 'a=unix:///x.sock,a=unix:///y.sock' }, 'DOCKER_HOSTS must be a list like'],
+    [{ FILES_ALLOWED_HOSTS: 'files.example.org,http://x/' }, 'FILES_ALLOWED_HOSTS must be a list of host[:port] entries'],
   ])('rejects %j with a message naming it', (env, expected) => {
     expect(errorOf(env)).toContain(expected);
+  });
+
+  it('accepts an allow-list of hosts with and without ports', () => {
+    expect(loadConfig({ ...base, FILES_ALLOWED_HOSTS: 'files.example.org, 10.0.0.5:8080,[::1]' }).files.allowedHosts).toEqual([
+      'files.example.org',
+      '10.0.0.5:8080',
+      '[::1]',
+    ]);
   });
 
   it('reads several Docker hosts with their public addresses', () => {

@@ -1,3 +1,4 @@
+import { parseAllowedHost } from '../files/file-policy';
 import { ConfigError, Env, EnvReader } from './env-reader';
 
 export type Role = 'api' | 'worker' | 'all';
@@ -64,7 +65,6 @@ export interface LimitsConfig {
 export interface PoolConfig {
   minIdle: number;
   hotSpares: number;
-  replenishIntervalMs: number;
 }
 
 export interface AllocationConfig {
@@ -249,7 +249,6 @@ export function loadConfig(env: Env = process.env): AppConfig {
   config.pool = {
     minIdle: r.int('POOL_MIN_IDLE', 0, 0, 100000),
     hotSpares: r.int('POOL_HOT_SPARES', 0, 0, 100000),
-    replenishIntervalMs: r.int('POOL_REPLENISH_INTERVAL_MS', 5000, 100, 3600000),
   };
   config.allocation = {
     timeoutMs: r.int('ALLOCATION_TIMEOUT_MS', 30000, 100, 3600000),
@@ -276,6 +275,11 @@ export function loadConfig(env: Env = process.env): AppConfig {
     maxBytes: r.int('FILES_MAX_BYTES', 50 * 1024 * 1024, 1, 10 * 1024 * 1024 * 1024),
     timeoutMs: r.int('FILES_TIMEOUT_MS', 15000, 10, 600000),
   };
+  for (const entry of config.files.allowedHosts) {
+    if (parseAllowedHost(entry) === null) {
+      throw new ConfigError('FILES_ALLOWED_HOSTS', 'a list of host[:port] entries like files.example.org,10.0.0.5:8080', entry);
+    }
+  }
   if (!config.files.mountPath.startsWith('/')) {
     throw new ConfigError('FILES_MOUNT_PATH', 'an absolute container path', config.files.mountPath);
   }

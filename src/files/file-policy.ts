@@ -19,7 +19,8 @@ export function effectivePort(url: URL): string {
 }
 
 /** An allow-list entry, its host normalised the way URLs are (lower case, punycode, IPv4 canonical form). */
-function parseEntry(entry: string): { host: string; port: string | undefined } | null {
+/** One allow-list entry, host[:port], or null when it is not one. */
+export function parseAllowedHost(entry: string): { host: string; port: string | undefined } | null {
   const match = /^(\[[^\]]+\]|[^:[\]/@?#]+)(?::(\d{1,5}))?$/.exec(entry.trim());
   if (!match) return null;
   try {
@@ -39,7 +40,7 @@ export function hostAllowed(url: URL, allowedHosts: readonly string[]): boolean 
   const host = withoutTrailingDot(url.hostname);
   const port = effectivePort(url);
   return allowedHosts.some((entry) => {
-    const parsed = parseEntry(entry);
+    const parsed = parseAllowedHost(entry);
     return parsed !== null && parsed.host === host && (parsed.port === undefined || parsed.port === port);
   });
 }
