@@ -40,14 +40,11 @@ async function stopServer(source: FileServer | undefined): Promise<void> {
   await new Promise((resolve) => source.server.close(resolve));
 }
 
-/** A loopback port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as AddressInfo).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
+/**
+ * A loopback port nothing listens on: port 1 (tcpmux), privileged and outside the ephemeral range,
+ * so no listener of this run can be given it (a port freed by a probe listener could be).
+ */
+const CLOSED_PORT = 1;
 
 const CONTENT: Record<string, string> = {
   '/lab1.pkt': 'lab one: two routers and a switch\n',
@@ -142,7 +139,7 @@ describe('files', () => {
       res.writeHead(200, { 'Content-Type': 'application/octet-stream' });
       res.end('from a host that is not allowed');
     });
-    unreachable = await closedPort();
+    unreachable = CLOSED_PORT;
     service = await startService({
       MAX_INSTANCES: '1',
       FILES_ALLOWED_HOSTS: `127.0.0.1:${source.port}, 127.0.0.1:${unreachable}`,
