@@ -202,7 +202,8 @@ describe('allocations', () => {
   });
 
   it('takes the instance back when the lease expires, and returns it to the pool', async () => {
-    const service = await startService({ MAX_INSTANCES: '1', MONITOR_INTERVAL_MS: '300' });
+    // Through the high queue, as a deployment with separate api and worker processes runs it.
+    const service = await startService({ MAX_INSTANCES: '1', MONITOR_INTERVAL_MS: '300', LOCAL_HANDOFF: 'false' });
     try {
       const [instance] = await pool(service, 1);
       const { body } = await request(service.url).post('/allocations').send({ leaseSeconds: 1 }).expect(201);

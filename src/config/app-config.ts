@@ -106,6 +106,8 @@ export class AppConfig {
   monitor!: MonitorConfig;
   files!: FilesConfig;
   workerConcurrency!: { high: number; normal: number };
+  /** ROLE=all: run this process's own hand-outs and releases in-process while a slot is free. */
+  localHandoff!: boolean;
   logLevel!: 'error' | 'warn' | 'log' | 'debug' | 'verbose';
 }
 
@@ -287,6 +289,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
     high: r.int('HIGH_QUEUE_CONCURRENCY', 16, 1, 1000),
     normal: r.int('NORMAL_QUEUE_CONCURRENCY', 8, 1, 1000),
   };
+  config.localHandoff = r.bool('LOCAL_HANDOFF', true);
   config.logLevel = r.oneOf('LOG_LEVEL', ['error', 'warn', 'log', 'debug', 'verbose'] as const, 'log');
   return config;
 }

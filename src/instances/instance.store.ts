@@ -23,13 +23,15 @@ export class InstanceStore {
   constructor(private readonly dataSource: DataSource) {}
 
   /**
-   * How many instances are on their way into the pool (being released, created or started, and not
-   * stuck): an allocation finding none idle at the instance limit waits for one of them.
+   * How many instances are idle or on their way into the pool (being released, created or started,
+   * and not stuck): an allocation that found none idle at the instance limit tries again while
+   * there are any (one may have been pooled since it looked).
    */
   async comingBack(): Promise<number> {
     const [{ count }] = (await this.dataSource.query(
       `SELECT count(*)::int AS "count" FROM "instance"
-       WHERE "state" IN ('releasing', 'creating', 'starting') AND "state_changed_at" > now() - interval '10 seconds'`,
+       WHERE "state" = 'idle'
+          OR ("state" IN ('releasing', 'creating', 'starting') AND "state_changed_at" > now() - interval '10 seconds')`,
     )) as { count: number }[];
     return count;
   }

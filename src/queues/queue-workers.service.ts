@@ -33,7 +33,7 @@ export class QueueWorkersService implements OnApplicationBootstrap, OnModuleDest
     this.register(this.queues.high, HighJob.Allocate, high, (job: Job<AllocateJob>) => allocate(job.data));
     this.register(this.queues.high, HighJob.Deallocate, high, (job: Job<DeallocateJob>) => deallocate(job.data));
     // Requests answered by this same process skip Redis for their hand-out and release.
-    if (this.config.role === 'all') {
+    if (this.config.role === 'all' && this.config.localHandoff) {
       this.queues.serveLocally(HighJob.Allocate, high, allocate);
       this.queues.serveLocally(HighJob.Deallocate, high, deallocate);
     }
