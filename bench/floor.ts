@@ -1,9 +1,9 @@
 import Docker from 'dockerode';
-import { connect } from 'node:net';
 import { AppConfig } from '../src/config/app-config';
 import { OWNER_LABEL } from '../src/container-driver/container-driver';
 import { DockerContainerDriver } from '../src/container-driver/docker-container.driver';
 import { containerSpec } from '../src/instances/container-spec';
+import { askApp } from '../test/support/app-client';
 import { sleep } from './service';
 
 export interface FloorContainer {
@@ -12,32 +12,10 @@ export interface FloorContainer {
   port: number;
 }
 
-/** Sends one line on a fresh connection and resolves with the first line answered. */
-export function exchange(port: number, line: string, timeoutMs = 5000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    let buffer = '';
-    const timer = setTimeout(() => socket.destroy(new Error(`no answer to ${line} on port ${port} within ${timeoutMs} ms`)), timeoutMs);
-    socket.setNoDelay(true);
-    socket.once('connect', () => socket.write(`${line}\n`));
-    socket.on('data', (chunk: Buffer) => {
-      buffer += chunk.toString('utf8');
-      const end = buffer.indexOf('\n');
-      if (end >= 0) {
-        clearTimeout(timer);
-        socket.destroy();
-        resolve(buffer.slice(0, end).replace(/\r$/, ''));
-      }
-    });
-    socket.once('error', (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    socket.once('close', () => {
-      clearTimeout(timer);
-      reject(new Error(`port ${port} closed without answering ${line}`));
-    });
-  });
+/** Removes every container carrying this owner label, whatever run left it. */
+export async function removeOwned(docker: Docker, owner: string): Promise<void> {
+  const containers = await docker.listContainers({ all: true, filters: { label: [`${OWNER_LABEL}=${owner}`] } });
+  await Promise.all(containers.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined)));
 }
 
 /**
@@ -79,7 +57,7 @@ export class Floor {
     const deadline = performance.now() + timeoutMs;
     for (;;) {
       try {
-        if ((await exchange(port, 'PING', 1000)) === 'PONG') return;
+        if ((await askApp(`127.0.0.1:${port}`, 'PING', 1000)) === 'PONG') return;
       } catch (error) {
         if (performance.now() > deadline) throw error;
       }
@@ -128,7 +106,7 @@ export class Floor {
   /** The reset step: the same line the service sends (RESET_ACTION), answered OK. */
   async reset(container: FloorContainer): Promise<number> {
     const t0 = performance.now();
-    const answer = await exchange(container.port, 'RESET');
+    const answer = await askApp(`127.0.0.1:${container.port}`, 'RESET', 5000);
     if (!answer.startsWith('OK')) throw new Error(`RESET answered ${answer}`);
     return performance.now() - t0;
   }
@@ -138,8 +116,7 @@ export class Floor {
   }
 
   /** Removes every floor container, whatever run left it. */
-  async removeAll(): Promise<void> {
-    const containers = await this.docker.listContainers({ all: true, filters: { label: [`${OWNER_LABEL}=${this.owner}`] } });
-    await Promise.all(containers.map((c) => this.docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined)));
+  removeAll(): Promise<void> {
+    return removeOwned(this.docker, this.owner);
   }
 }

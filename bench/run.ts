@@ -12,9 +12,8 @@ import { cpus, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { DataSource } from 'typeorm';
 import { loadConfig } from '../src/config/app-config';
-import { OWNER_LABEL } from '../src/container-driver/container-driver';
 import { dataSourceOptions } from '../src/database/data-source-options';
-import { Floor, FloorContainer } from './floor';
+import { Floor, FloorContainer, removeOwned } from './floor';
 import { CpuAccount } from './cpu';
 import { RssSampler, containerMemoryMb, hostAvailableMb, shimRssMb } from './memory';
 import { Row, ScalePoint, Target, chartSvg, latencyTable, target, targetTable, writeChart } from './report';
@@ -71,11 +70,6 @@ async function prepareState(databaseUrl: string, redisUrl: string): Promise<void
   const keys = await redis.keys(`${NS}:*`);
   if (keys.length) await redis.del(...keys);
   redis.disconnect();
-}
-
-async function removeContainers(docker: Docker, owner: string): Promise<void> {
-  const containers = await docker.listContainers({ all: true, filters: { label: [`${OWNER_LABEL}=${owner}`] } });
-  await Promise.all(containers.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined)));
 }
 
 /** Figures at one pool size of the scaling phase. */
@@ -293,7 +287,7 @@ async function main(): Promise<void> {
   const floor = new Floor(loadConfig({ ...baseEnv, INSTANCE_NAME_PREFIX: `${NS}-floor` }), PORT_BASE + 1000);
 
   log(`${SMOKE ? 'smoke run' : 'full run'}; results in ${OUT}`);
-  await removeContainers(docker, NS);
+  await removeOwned(docker, NS);
   await floor.removeAll();
   await prepareState(databaseUrl, redisUrl);
 
@@ -480,7 +474,7 @@ async function main(): Promise<void> {
     rss.stop();
     await service?.stop();
     await floor.removeAll();
-    await removeContainers(docker, NS);
+    await removeOwned(docker, NS);
   }
 
   // --- figures, ratios and targets ---------------------------------------------------------

@@ -1,6 +1,7 @@
 import { Injectable, OnModuleInit } from '@nestjs/common';
 import { jobId } from '../queues/queue.constants';
 import { QueueProducer } from '../queues/queue.producer';
+import { WakeList } from '../common/wake-list';
 import type { HandOut } from './allocation.store';
 
 /**
@@ -10,7 +11,7 @@ import type { HandOut } from './allocation.store';
  */
 @Injectable()
 export class AllocationWaiter implements OnModuleInit {
-  private readonly waiting = new Map<string, Set<(handOut?: HandOut) => void>>();
+  private readonly waiting = new Map<string, WakeList<HandOut>>();
 
   constructor(private readonly queues: QueueProducer) {}
 
@@ -31,25 +32,18 @@ export class AllocationWaiter implements OnModuleInit {
     const waiters = this.waiting.get(job);
     if (!waiters) return;
     this.waiting.delete(job);
-    for (const resolve of waiters) resolve(handOut);
+    waiters.wake(handOut);
   }
 
   /** Resolves when the job finishes (with the hand-out if a local worker gave it) or after `ms`, whichever comes first. */
-  wait(jobId: string, ms: number): Promise<HandOut | undefined> {
-    return new Promise((resolve) => {
-      let waiters = this.waiting.get(jobId);
-      if (!waiters) {
-        waiters = new Set();
-        this.waiting.set(jobId, waiters);
-      }
-      const done = (handOut?: HandOut) => {
-        clearTimeout(timer);
-        this.waiting.get(jobId)?.delete(done);
-        if (this.waiting.get(jobId)?.size === 0) this.waiting.delete(jobId);
-        resolve(handOut);
-      };
-      const timer = setTimeout(() => done(), ms);
-      waiters.add(done);
-    });
+  async wait(job: string, ms: number): Promise<HandOut | undefined> {
+    let waiters = this.waiting.get(job);
+    if (!waiters) {
+      waiters = new WakeList<HandOut>();
+      this.waiting.set(job, waiters);
+    }
+    const handOut = await waiters.wait(ms);
+    if (waiters.size === 0 && this.waiting.get(job) === waiters) this.waiting.delete(job);
+    return handOut;
   }
 }

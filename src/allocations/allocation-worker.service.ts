@@ -10,6 +10,7 @@ import { WorkloadClient } from '../instances/workload-client';
 import { QueueProducer } from '../queues/queue.producer';
 import { AllocationWaiter } from './allocation-waiter';
 import { AllocationStore, ClaimedAllocation, ClaimedInstance, HandOut } from './allocation.store';
+import { returnUnheld } from './return-unheld';
 
 const MAX_INSTANCE_TRIES = 5;
 /** While waiting for an instance on its way back into the pool, look again at least this often. */
@@ -116,7 +117,7 @@ export class AllocationWorkerService {
         }
         // The allocation stopped waiting (timed out or cancelled): give the instance back.
         this.logger.warn(`${log}: no longer pending, returning instance ${instance.id} to the pool`);
-        await this.returnOrphan(instance.id);
+        await returnUnheld(this.allocations, this.queues, instance.id, 'its allocation stopped waiting');
         return 'abandoned';
       } catch (error) {
         if (!(await this.engineAnswers(instance.host))) {
@@ -150,7 +151,7 @@ export class AllocationWorkerService {
       [reserved] = await this.capacity.reserve(1, `created for allocation ${allocationId}`);
     } catch (error) {
       if (error instanceof CapacityError) {
-        if ((await this.instances.comingBack()) > 0) return 'wait';
+        if ((await this.instances.idleOrComingBack()) > 0) return 'wait';
         await this.allocations.fail(allocationId, 'capacity', error.message);
         return 'failed';
       }
@@ -177,11 +178,6 @@ export class AllocationWorkerService {
     }
     await this.instances.transition(reserved.id, ['allocated'], 'allocated', `created for allocation ${allocationId}`, { readyAt: 'now' });
     return (await this.instances.find(reserved.id)) ?? 'lost';
-  }
-
-  private async returnOrphan(instanceId: number): Promise<void> {
-    const count = await this.allocations.releaseIfUnheld(instanceId, 'its allocation stopped waiting');
-    if (count !== null) await this.queues.deallocate({ instanceId }, count).catch(() => undefined);
   }
 
   private async engineAnswers(host: string): Promise<boolean> {

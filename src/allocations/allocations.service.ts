@@ -11,6 +11,7 @@ import { AllocationWaiter } from './allocation-waiter';
 import { Allocation } from './allocation.entity';
 import { AllocationStore, InstanceAddress, NewAllocation } from './allocation.store';
 import { CreateAllocationDto } from './dto/create-allocation.dto';
+import { returnUnheld } from './return-unheld';
 import { AllocationFilter } from './dto/list-allocations.query';
 
 const POLL_MS = 250;
@@ -60,7 +61,7 @@ export class AllocationsService {
       await this.queues.allocate(claimed ? { allocationId: allocation.id, instance: claimed, fileUrl: input.fileUrl } : { allocationId: allocation.id }).catch(async (error: unknown) => {
         await this.store.fail(allocation.id, 'queue', 'the job queue was unavailable');
         // The instance it held goes back through a release (the monitor also finds it).
-        if (claimed) await this.returnUnheld(claimed.id);
+        if (claimed) await returnUnheld(this.store, this.queues, claimed.id, 'its allocation could not be queued').catch(() => undefined);
         throw error;
       });
     } catch (error) {
@@ -72,11 +73,6 @@ export class AllocationsService {
     }
     if (respondAsync) return { allocation, instance: null, created: true };
     return this.settle(allocation.id, true, false);
-  }
-
-  private async returnUnheld(instanceId: number): Promise<void> {
-    const count = await this.store.releaseIfUnheld(instanceId, 'its allocation could not be queued').catch(() => null);
-    if (count !== null) await this.queues.deallocate({ instanceId }, count).catch(() => undefined);
   }
 
   private async replay(existing: Allocation, respondAsync: boolean): Promise<AllocationOutcome> {

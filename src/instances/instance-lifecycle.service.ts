@@ -3,6 +3,7 @@ import { DataSource } from 'typeorm';
 import { AppConfig } from '../config/app-config';
 import { ContainerDriver, ContainerDriverError, INSTANCE_LABEL, OWNER_LABEL } from '../container-driver/container-driver';
 import { QueueProducer } from '../queues/queue.producer';
+import { WakeList } from '../common/wake-list';
 import { containerSpec } from './container-spec';
 import { HostUsageService } from './host-usage.service';
 import { Instance } from './instance.entity';
@@ -159,25 +160,17 @@ export class InstanceLifecycleService {
     }
   }
 
-  private readonly idleWaiters = new Set<() => void>();
+  /** Allocations waiting for an instance to come back into the pool. */
+  private readonly idle = new WakeList();
 
   /** An instance just became idle here: wakes the allocations waiting for one. */
   private pooled(): void {
-    for (const wake of this.idleWaiters) wake();
-    this.idleWaiters.clear();
+    this.idle.wake();
   }
 
   /** Resolves when an instance becomes idle in this process, or after `ms` (another process may have pooled one). */
-  waitForIdle(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const wake = () => {
-        clearTimeout(timer);
-        this.idleWaiters.delete(wake);
-        resolve();
-      };
-      const timer = setTimeout(wake, ms);
-      this.idleWaiters.add(wake);
-    });
+  async waitForIdle(ms: number): Promise<void> {
+    await this.idle.wait(ms);
   }
 
   /** True when the pool has fewer hot (unpaused) idle spares than configured. */
@@ -189,8 +182,8 @@ export class InstanceLifecycleService {
     return count < this.config.pool.hotSpares;
   }
 
-  /** releasing -> idle: reset the app, pause (or keep hot), back to the pool; any failure -> error. */
   /**
+   * releasing -> idle: reset the app, pause (or keep hot), back to the pool; any failure -> error.
    * `justReleased`: the instance as the statement that moved it to releasing returned it, when this
    * process runs the release right after that statement (nothing else moves a releasing row), so
    * it is not read again. A queued release always reads the row first.

@@ -27,7 +27,7 @@ export class InstanceStore {
    * and not stuck): an allocation that found none idle at the instance limit tries again while
    * there are any (one may have been pooled since it looked).
    */
-  async comingBack(): Promise<number> {
+  async idleOrComingBack(): Promise<number> {
     const [{ count }] = (await this.dataSource.query(
       `SELECT count(*)::int AS "count" FROM "instance"
        WHERE "state" = 'idle'
